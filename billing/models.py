@@ -1,0 +1,334 @@
+"""Tenants, who may see them, what models cost, and the money they hold.
+
+`billing` never imports from `usage`: usage depends on billing, not the other
+way round. Ledger entries refer to a usage row by its UUID (`usage_id`) only.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zoneinfo
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+
+from billing.money import (
+    AMOUNT_DECIMAL_PLACES,
+    AMOUNT_MAX_DIGITS,
+    PRICE_DECIMAL_PLACES,
+    PRICE_MAX_DIGITS,
+)
+
+
+def AmountField(**kwargs):  # noqa: N802 - reads like a field class
+    """NUMERIC(28, 12): see billing.money for why twelve places."""
+    return models.DecimalField(
+        max_digits=AMOUNT_MAX_DIGITS, decimal_places=AMOUNT_DECIMAL_PLACES, **kwargs
+    )
+
+
+def PriceField(**kwargs):  # noqa: N802
+    """NUMERIC(18, 6) per million tokens."""
+    return models.DecimalField(
+        max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_DECIMAL_PLACES, **kwargs
+    )
+
+
+def validate_timezone(value: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(f"{value!r} is not a known IANA time zone") from exc
+
+
+class Company(models.Model):
+    """The tenant: a customer company that pays for its generations."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    external_id = models.CharField(
+        max_length=200,
+        unique=True,
+        null=True,
+        blank=True,
+        help_text="The id the main product or its auth provider uses (e.g. an organization id).",
+    )
+    timezone = models.CharField(max_length=64, default="UTC", validators=[validate_timezone])
+    currency = models.CharField(max_length=3, default="USD")
+    is_active = models.BooleanField(default=True)
+    low_balance_threshold = AmountField(
+        default=Decimal("10"), help_text="Alert and flag when the balance falls below this."
+    )
+    overdraft_allowance = AmountField(
+        default=Decimal("0"),
+        help_text="How far below zero the balance may go before new generations are refused.",
+    )
+    monthly_spend_limit = AmountField(
+        null=True, blank=True, help_text="Optional cap on month-to-date spend."
+    )
+    billing_emails = models.TextField(
+        blank=True, help_text="Billing contacts for alerts, one address per line or comma."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "companies"
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(overdraft_allowance__gte=0), name="company_overdraft_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(monthly_spend_limit__isnull=True) | Q(monthly_spend_limit__gte=0),
+                name="company_spend_limit_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+    @property
+    def billing_email_list(self) -> list[str]:
+        raw = self.billing_emails.replace(",", "\n").splitlines()
+        return [address.strip() for address in raw if address.strip()]
+
+
+class Membership(models.Model):
+    """A Django user who belongs to one company (sees that company's billing only)."""
+
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        VIEWER = "viewer", "Viewer"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ADMIN)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "company"], name="membership_unique_user_company"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.company} ({self.role})"
+
+
+class ModelPrice(models.Model):
+    """What one LLM model costs per million tokens during [effective_from, effective_to).
+
+    Periods of one model never overlap: an exclusion constraint on PostgreSQL
+    (migration 0002) and a trigger on SQLite refuse it in the database itself.
+    """
+
+    model = models.CharField(max_length=100, db_index=True)
+    input_per_million = PriceField()
+    cached_input_per_million = PriceField()
+    output_per_million = PriceField()
+    currency = models.CharField(max_length=3, default="USD")
+    effective_from = models.DateTimeField()
+    effective_to = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["model", "-effective_from"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(input_per_million__gte=0)
+                & Q(cached_input_per_million__gte=0)
+                & Q(output_per_million__gte=0),
+                name="model_price_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(effective_to__isnull=True) | Q(effective_to__gt=F("effective_from")),
+                name="model_price_period_ordered",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        end = self.effective_to.date() if self.effective_to else "open"
+        return f"{self.model} from {self.effective_from.date()} to {end}"
+
+
+class CreditBalance(models.Model):
+    """A company's current balance: always the exact sum of its ledger.
+
+    Kept in its own row (not on Company) so that editing a company in the
+    admin can never write back a stale balance. Only billing.services writes it,
+    with `balance = balance + delta` in the transaction that inserts the entry.
+    """
+
+    company = models.OneToOneField(
+        Company, primary_key=True, on_delete=models.PROTECT, related_name="credit_balance"
+    )
+    balance = AmountField(default=Decimal("0"))
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.company}: {self.balance}"
+
+
+class LedgerEntry(models.Model):
+    """One append-only movement of credit. Never updated, never deleted.
+
+    A database trigger (migration 0002) refuses UPDATE and DELETE; `save()`
+    and `delete()` refuse too, so the mistake is caught before the database.
+    """
+
+    class Kind(models.TextChoices):
+        PURCHASE = "purchase", "Purchase (paid)"
+        GRANT = "grant", "Grant (promotional)"
+        REFUND = "refund", "Refund"
+        ADJUSTMENT = "adjustment", "Manual adjustment"
+        EXPIRY = "expiry", "Expiry"
+        USAGE = "usage", "Usage debit"
+        USAGE_CORRECTION = "usage_correction", "Usage re-pricing correction"
+
+    id = models.BigAutoField(primary_key=True)
+    company = models.ForeignKey(Company, on_delete=models.PROTECT, related_name="ledger_entries")
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    amount = AmountField(help_text="Signed: positive adds credit, negative consumes it.")
+    balance_after = AmountField()
+    reason = models.TextField(blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    idempotency_key = models.CharField(max_length=255)
+    usage_id = models.UUIDField(null=True, blank=True, help_text="The usage row a debit is for.")
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="For purchases and grants: when the credit expires."
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name_plural = "ledger entries"
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["company", "-id"], name="ledger_company_id_desc"),
+            models.Index(fields=["usage_id"], name="ledger_usage_id"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["company", "idempotency_key"], name="ledger_unique_idempotency_key"
+            ),
+            models.UniqueConstraint(
+                fields=["usage_id"],
+                condition=Q(kind="usage"),
+                name="ledger_one_debit_per_usage",
+            ),
+            models.CheckConstraint(
+                condition=~Q(amount=0) | Q(kind__in=["usage", "usage_correction", "adjustment"]),
+                name="ledger_amount_not_zero",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=["purchase", "grant", "refund"], amount__gt=0)
+                | Q(kind__in=["expiry", "usage"], amount__lte=0)
+                | Q(kind__in=["adjustment", "usage_correction"]),
+                name="ledger_amount_sign_matches_kind",
+            ),
+            models.CheckConstraint(
+                condition=Q(usage_id__isnull=True) | Q(kind__in=["usage", "usage_correction"]),
+                name="ledger_usage_id_only_on_usage",
+            ),
+            models.CheckConstraint(
+                condition=Q(expires_at__isnull=True) | Q(kind__in=["purchase", "grant"]),
+                name="ledger_expiry_only_on_credit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.amount} ({self.company_id})"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise PermissionError("Ledger entries are append-only; post a correction instead.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("Ledger entries are append-only; post a correction instead.")
+
+
+class APIKey(models.Model):
+    """A bearer key for the API, stored only as a SHA-256 hash.
+
+    The secret is `qg_<prefix>_<random>`, shown once at creation. The prefix
+    finds the row; the hash is compared in constant time. Keys are 256-bit
+    random, so a fast hash is enough (no password-style stretching needed).
+    """
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    company = models.ForeignKey(
+        Company,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="api_keys",
+        help_text="Empty for a platform-wide key.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        scope = self.company.name if self.company_id else "platform"
+        return f"{self.name} ({self.prefix}, {scope})"
+
+    @property
+    def is_platform(self) -> bool:
+        return self.company_id is None
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class AuditEvent(models.Model):
+    """Who did what to money or prices, with the before and after. Append-only."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(
+        max_length=200, blank=True, help_text="Who acted when no user did (a command, an API key)."
+    )
+    action = models.CharField(max_length=64)
+    company = models.ForeignKey(
+        Company, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    object_type = models.CharField(max_length=64, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.action} by {self.actor or self.actor_label} at {self.created_at:%Y-%m-%d %H:%M}"
+        )

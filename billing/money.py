@@ -1,0 +1,99 @@
+"""Money: the one place where amounts are rounded, and how.
+
+Every amount in the system (usage cost, ledger amount, balance) is a
+``Decimal`` stored as NUMERIC(28, 12): twelve places after the point.
+
+Prices are per million tokens with at most six decimal places, so a priced
+cost ``tokens x price / 1_000_000`` is *exact* at twelve places: pricing never
+rounds. The only rounding happens in :func:`quantize_amount`, applied once
+when an amount enters the system from outside (a cost reported by a caller,
+a credit grant typed by an operator, an imported row), with ROUND_HALF_EVEN
+(banker's rounding, so rounding errors do not drift in one direction).
+Sums of stored amounts are exact; display rounds to cents with ROUND_HALF_UP
+in :func:`format_money` only, and never feeds back into a stored figure.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
+
+AMOUNT_MAX_DIGITS = 28
+AMOUNT_DECIMAL_PLACES = 12
+PRICE_MAX_DIGITS = 18
+PRICE_DECIMAL_PLACES = 6
+TOKENS_PER_PRICE_UNIT = 1_000_000
+
+AMOUNT_QUANTUM = Decimal(1).scaleb(-AMOUNT_DECIMAL_PLACES)
+PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_DECIMAL_PLACES)
+CENT = Decimal("0.01")
+ZERO = Decimal(0)
+# Largest absolute amount a NUMERIC(28, 12) column holds.
+AMOUNT_LIMIT = Decimal(10) ** (AMOUNT_MAX_DIGITS - AMOUNT_DECIMAL_PLACES)
+
+
+class AmountError(ValueError):
+    """An amount that cannot be stored: not a number, or too large."""
+
+
+def quantize_amount(value: Decimal | str | int) -> Decimal:
+    """Round an incoming amount to 12 places (ROUND_HALF_EVEN): the one rounding."""
+    try:
+        amount = Decimal(value) if not isinstance(value, Decimal) else value
+    except (InvalidOperation, TypeError, ValueError) as exc:
+        raise AmountError(f"{value!r} is not a decimal number") from exc
+    if not amount.is_finite():
+        raise AmountError(f"{value!r} is not a finite number")
+    amount = amount.quantize(AMOUNT_QUANTUM, rounding=ROUND_HALF_EVEN)
+    if abs(amount) >= AMOUNT_LIMIT:
+        raise AmountError(f"{value!r} is larger than the {AMOUNT_LIMIT} an amount may hold")
+    return amount
+
+
+def price_cost(
+    *,
+    prompt_tokens: int,
+    cached_prompt_tokens: int,
+    completion_tokens: int,
+    input_per_million: Decimal,
+    cached_input_per_million: Decimal,
+    output_per_million: Decimal,
+) -> Decimal:
+    """Cost of one generation; exact (no rounding) because prices have <= 6 places."""
+    uncached = prompt_tokens - cached_prompt_tokens
+    total = (
+        uncached * input_per_million
+        + cached_prompt_tokens * cached_input_per_million
+        + completion_tokens * output_per_million
+    )
+    cost = total / TOKENS_PER_PRICE_UNIT
+    exact = cost.quantize(AMOUNT_QUANTUM)
+    if exact != cost:  # only possible if a price had more than 6 places
+        raise AmountError(f"price has more than {PRICE_DECIMAL_PLACES} decimal places")
+    return exact
+
+
+def to_cents(amount: Decimal) -> Decimal:
+    """Display rounding to cents (ROUND_HALF_UP). Never stored."""
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def format_money(amount: Decimal | None, currency: str = "USD") -> str:
+    """'$1,234.56' / '-$3.10' for display; '—' for an unknown amount."""
+    if amount is None:
+        return "—"
+    cents = to_cents(amount)
+    symbol = "$" if currency == "USD" else f"{currency} "
+    sign = "-" if cents < 0 else ""
+    return f"{sign}{symbol}{abs(cents):,.2f}"
+
+
+def plain(amount: Decimal | None) -> str | None:
+    """Full-precision decimal string without exponent or trailing zeros beyond cents."""
+    if amount is None:
+        return None
+    text = format(amount.quantize(AMOUNT_QUANTUM), "f")
+    if "." in text:
+        text = text.rstrip("0")
+        whole, _, frac = text.partition(".")
+        text = f"{whole}.{frac.ljust(2, '0')}"
+    return text

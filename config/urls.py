@@ -1,0 +1,20 @@
+"""URL routes: the admin, auth, the billing pages, the API and health."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from config.health import healthz
+
+admin.site.site_header = "Question generation billing"
+admin.site.site_title = "QG billing admin"
+admin.site.index_title = "Platform administration"
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/billing/", permanent=False)),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+]

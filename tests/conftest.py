@@ -1,0 +1,104 @@
+"""Shared fixtures and the few `make_*` helpers that build the test world."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from billing.models import Company, LedgerEntry, ModelPrice
+from billing.services import post_entry
+from usage.services import UsageEvent, record_usage, save_job
+
+_counter = itertools.count(1)
+
+requires_postgres = pytest.mark.skipif(
+    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+    reason="needs PostgreSQL (exclusion constraints, triggers, row locks, advisory locks)",
+)
+
+
+def make_company(**kwargs) -> Company:
+    n = next(_counter)
+    kwargs.setdefault("name", f"Company {n}")
+    kwargs.setdefault("external_id", f"org_{n}")
+    return Company.objects.create(**kwargs)
+
+
+def make_price(
+    model: str = "gpt-test",
+    *,
+    input: str = "2.50",
+    cached: str = "1.25",
+    output: str = "10.00",
+    effective_from: datetime | None = None,
+    effective_to: datetime | None = None,
+) -> ModelPrice:
+    return ModelPrice.objects.create(
+        model=model,
+        input_per_million=Decimal(input),
+        cached_input_per_million=Decimal(cached),
+        output_per_million=Decimal(output),
+        effective_from=effective_from or timezone.now() - timedelta(days=365),
+        effective_to=effective_to,
+    )
+
+
+def make_event(company: Company, **kwargs) -> UsageEvent:
+    kwargs.setdefault("idempotency_key", f"key-{next(_counter)}")
+    kwargs.setdefault("model", "gpt-test")
+    kwargs.setdefault("prompt_tokens", 1000)
+    kwargs.setdefault("completion_tokens", 500)
+    kwargs.setdefault("question_count", 5)
+    if "job_id" not in kwargs and "draft_job_id" not in kwargs:
+        kwargs["draft_job_id"] = f"draft-{next(_counter)}"
+    return UsageEvent(company=str(company.pk), **kwargs)
+
+
+def make_usage(company: Company, **kwargs):
+    return record_usage(make_event(company, **kwargs), company=company)
+
+
+def make_job(company: Company, **kwargs):
+    kwargs.setdefault("title", "Backend Engineer")
+    return save_job(company=company, **kwargs).job
+
+
+def give_credit(company: Company, amount: str = "100", kind: str = LedgerEntry.Kind.PURCHASE):
+    return post_entry(
+        company=company,
+        kind=kind,
+        amount=Decimal(amount),
+        idempotency_key=f"credit-{next(_counter)}",
+    ).entry
+
+
+@pytest.fixture
+def company(db) -> Company:
+    return make_company()
+
+
+@pytest.fixture
+def other_company(db) -> Company:
+    return make_company()
+
+
+@pytest.fixture
+def price(db) -> ModelPrice:
+    return make_price()
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    user = django_user_model.objects.create_superuser("staff", "staff@example.com", "pw-staff-123")
+    client.force_login(user)
+    return client
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"

@@ -1,0 +1,72 @@
+"""Admin for jobs, recorded usage (read-only), rollups and rejected events."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from billing.admin import ReadOnlyAdmin
+from usage.models import Job, QuestionGenerationUsage, RejectedEvent, UsageDailyRollup
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["title", "company", "id", "draft_id", "created_at"]
+    search_fields = ["=id", "title", "draft_id", "company__name", "company__external_id"]
+    list_select_related = ["company"]
+    autocomplete_fields = ["company"]
+    readonly_fields = ["id", "created_at", "updated_at"]
+
+
+@admin.register(QuestionGenerationUsage)
+class QuestionGenerationUsageAdmin(ReadOnlyAdmin):
+    list_display = [
+        "occurred_at",
+        "company",
+        "job",
+        "draft_job_id",
+        "status",
+        "model",
+        "question_count",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "cost_source",
+    ]
+    list_filter = ["status", "cost_source", "model"]
+    search_fields = ["=id", "=draft_job_id", "=idempotency_key", "=job__id"]
+    list_select_related = ["company", "job"]
+    raw_id_fields = ["company", "job", "price"]
+    show_full_result_count = False
+    date_hierarchy = "occurred_at"
+
+
+@admin.register(UsageDailyRollup)
+class UsageDailyRollupAdmin(ReadOnlyAdmin):
+    list_display = ["day", "company", "model", "status", "generations", "questions", "cost"]
+    list_filter = ["status", "model"]
+    search_fields = ["company__name", "company__external_id"]
+    list_select_related = ["company"]
+    show_full_result_count = False
+
+
+@admin.register(RejectedEvent)
+class RejectedEventAdmin(admin.ModelAdmin):
+    list_display = [
+        "received_at",
+        "source",
+        "company_ref",
+        "idempotency_key",
+        "error_code",
+        "state",
+    ]
+    list_filter = ["state", "error_code", "source"]
+    search_fields = ["company_ref", "idempotency_key", "reason"]
+    readonly_fields = [
+        "received_at",
+        "source",
+        "error_code",
+        "reason",
+        "payload",
+        "usage",
+        "resolved_at",
+    ]

@@ -1,0 +1,218 @@
+"""Jobs and the question generations recorded against them.
+
+A generation may happen while its job is still a draft in the main product
+(only a temporary id exists). Such usage is stored with `job = NULL` and the
+draft id in `draft_job_id`; when the job is saved it is linked (`job` set,
+`reconciled_at` set, `draft_job_id` kept as the audit trail).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import F, Q
+
+from billing.models import AmountField, Company, ModelPrice
+
+INT32_MAX = 2_147_483_647
+
+
+class Job(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    company = models.ForeignKey(Company, on_delete=models.PROTECT, related_name="jobs")
+    title = models.CharField(max_length=300)
+    draft_id = models.CharField(
+        max_length=255,
+        null=True,
+        blank=True,
+        help_text="The temporary id the job had in the main product before it was saved.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["company", "draft_id"],
+                condition=Q(draft_id__isnull=False),
+                name="job_unique_draft_id_per_company",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class UsageStatus(models.TextChoices):
+    LINKED = "linked", "Linked to a saved job"
+    DRAFT = "draft", "Pending draft"
+    ABANDONED = "abandoned", "Abandoned draft"
+
+
+class CostSource(models.TextChoices):
+    REPORTED = "reported", "Reported by the caller"
+    PRICED = "priced", "Priced from the model price table"
+    UNPRICED = "unpriced", "Unpriced (no price covers it yet)"
+
+
+class QuestionGenerationUsage(models.Model):
+    """One LLM generation of interview or exam questions. Recorded exactly once."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    company = models.ForeignKey(Company, on_delete=models.PROTECT, related_name="usage")
+    job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.PROTECT, related_name="usage"
+    )
+    draft_job_id = models.CharField(max_length=255, null=True, blank=True)
+    status = models.CharField(max_length=16, choices=UsageStatus.choices, default=UsageStatus.DRAFT)
+    model = models.CharField(max_length=100)
+    prompt_tokens = models.IntegerField()
+    cached_prompt_tokens = models.IntegerField(default=0)
+    completion_tokens = models.IntegerField()
+    question_count = models.IntegerField(default=0)
+    cost = AmountField(null=True, blank=True, help_text="NULL while unpriced.")
+    cost_source = models.CharField(max_length=16, choices=CostSource.choices)
+    price = models.ForeignKey(
+        ModelPrice,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="usage",
+        help_text="The price period that priced this row.",
+    )
+    idempotency_key = models.CharField(max_length=255)
+    request_fingerprint = models.CharField(
+        max_length=64, blank=True, help_text="Hash of the recorded payload, to detect conflicts."
+    )
+    occurred_at = models.DateTimeField()
+    occurred_on = models.DateField(
+        help_text="occurred_at's date in the company's time zone (for daily reports)."
+    )
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    reconciled_at = models.DateTimeField(null=True, blank=True)
+    abandoned_at = models.DateTimeField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    processing_time_ms = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "question_generation_usage"
+        verbose_name = "question generation usage"
+        verbose_name_plural = "question generation usage"
+        ordering = ["-occurred_at"]
+        indexes = [
+            models.Index(fields=["company", "occurred_at"], name="usage_company_occurred"),
+            models.Index(fields=["-occurred_at"], name="usage_occurred_desc"),
+            models.Index(
+                fields=["company", "draft_job_id"],
+                condition=Q(job__isnull=True),
+                name="usage_pending_drafts",
+            ),
+            models.Index(
+                fields=["model", "occurred_at"],
+                condition=Q(cost_source="unpriced"),
+                name="usage_unpriced",
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["company", "idempotency_key"], name="usage_unique_idempotency_key"
+            ),
+            models.CheckConstraint(
+                condition=Q(prompt_tokens__gte=0)
+                & Q(cached_prompt_tokens__gte=0)
+                & Q(completion_tokens__gte=0)
+                & Q(question_count__gte=0),
+                name="usage_counts_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(cached_prompt_tokens__lte=F("prompt_tokens")),
+                name="usage_cached_within_prompt",
+            ),
+            models.CheckConstraint(
+                condition=Q(job__isnull=False) | Q(draft_job_id__isnull=False),
+                name="usage_job_or_draft",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="linked", job__isnull=False)
+                | Q(status__in=["draft", "abandoned"], job__isnull=True),
+                name="usage_status_matches_job",
+            ),
+            models.CheckConstraint(
+                condition=Q(cost_source="unpriced", cost__isnull=True)
+                | Q(cost_source__in=["reported", "priced"], cost__isnull=False, cost__gte=0),
+                name="usage_cost_matches_source",
+            ),
+            models.CheckConstraint(
+                condition=Q(cost_source="priced", price__isnull=False) | ~Q(cost_source="priced"),
+                name="usage_priced_has_price",
+            ),
+            models.CheckConstraint(
+                condition=Q(processing_time_ms__isnull=True) | Q(processing_time_ms__gte=0),
+                name="usage_processing_time_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} x{self.question_count} ({self.company_id})"
+
+
+class UsageDailyRollup(models.Model):
+    """Exact daily totals per company, local day, model and status.
+
+    Maintained by usage.rollup in the same transaction as every change to the
+    raw rows, so it always equals them (`manage.py verify_ledger` and the tests
+    check it). The billing page reads it instead of scanning millions of rows.
+    """
+
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    model = models.CharField(max_length=100)
+    status = models.CharField(max_length=16, choices=UsageStatus.choices)
+    generations = models.BigIntegerField(default=0)
+    questions = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    cached_prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost = AmountField(default=0)
+    unpriced = models.BigIntegerField(default=0, help_text="Generations without a cost yet.")
+
+    class Meta:
+        db_table = "usage_daily_rollup"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["company", "day", "model", "status"], name="rollup_unique_bucket"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.company_id} {self.day} {self.model} {self.status}"
+
+
+class RejectedEvent(models.Model):
+    """An event that could not be recorded (e.g. unknown company), kept for replay."""
+
+    class State(models.TextChoices):
+        OPEN = "open", "Open"
+        REPLAYED = "replayed", "Replayed"
+        DISCARDED = "discarded", "Discarded"
+
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    source = models.CharField(max_length=32, default="api", help_text="api, batch, import")
+    company_ref = models.CharField(max_length=255, blank=True, db_index=True)
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    error_code = models.CharField(max_length=64)
+    reason = models.TextField()
+    payload = models.JSONField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    usage = models.ForeignKey(
+        QuestionGenerationUsage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.error_code}: {self.company_ref or '?'} at {self.received_at:%Y-%m-%d %H:%M}"

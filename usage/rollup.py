@@ -1,0 +1,131 @@
+"""Keeps `usage_daily_rollup` exactly equal to the raw usage rows.
+
+Every service that inserts usage or changes a row's status, cost or day calls
+:func:`apply` in the same transaction with the signed difference it made. The
+upsert is one `INSERT ... ON CONFLICT DO UPDATE` (PostgreSQL and SQLite both
+speak it), so concurrent writers add to the same bucket without lost updates.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from django.db import connection
+
+from billing.dbutil import param
+from usage.models import QuestionGenerationUsage, UsageDailyRollup
+
+Bucket = tuple[uuid.UUID, date, str, str]  # company_id, day, model, status
+
+
+@dataclass
+class Totals:
+    generations: int = 0
+    questions: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    unpriced: int = 0
+
+    def add_row(self, row: QuestionGenerationUsage | dict, sign: int = 1) -> None:
+        get = row.get if isinstance(row, dict) else lambda name: getattr(row, name)
+        self.generations += sign
+        self.questions += sign * get("question_count")
+        self.prompt_tokens += sign * get("prompt_tokens")
+        self.cached_prompt_tokens += sign * get("cached_prompt_tokens")
+        self.completion_tokens += sign * get("completion_tokens")
+        cost = get("cost")
+        if cost is None:
+            self.unpriced += sign
+        else:
+            self.cost += sign * cost
+
+    def is_zero(self) -> bool:
+        return not any(
+            (
+                self.generations,
+                self.questions,
+                self.prompt_tokens,
+                self.cached_prompt_tokens,
+                self.completion_tokens,
+                self.cost,
+                self.unpriced,
+            )
+        )
+
+
+def bucket_of(row: QuestionGenerationUsage | dict) -> Bucket:
+    get = row.get if isinstance(row, dict) else lambda name: getattr(row, name)
+    return (get("company_id"), get("occurred_on"), get("model"), get("status"))
+
+
+class Deltas:
+    """Signed changes to rollup buckets, gathered before one :func:`apply`."""
+
+    def __init__(self) -> None:
+        self._by_bucket: dict[Bucket, Totals] = defaultdict(Totals)
+
+    def add(self, row: QuestionGenerationUsage | dict, sign: int = 1) -> None:
+        self._by_bucket[bucket_of(row)].add_row(row, sign)
+
+    def items(self) -> Iterable[tuple[Bucket, Totals]]:
+        # Sorted so that concurrent writers lock buckets in the same order.
+        for bucket in sorted(self._by_bucket, key=lambda b: (str(b[0]), b[1], b[2], b[3])):
+            totals = self._by_bucket[bucket]
+            if not totals.is_zero():
+                yield bucket, totals
+
+
+_UPSERT = f"""
+INSERT INTO {UsageDailyRollup._meta.db_table}
+    (company_id, day, model, status, generations, questions, prompt_tokens,
+     cached_prompt_tokens, completion_tokens, cost, unpriced)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (company_id, day, model, status) DO UPDATE SET
+    generations = {UsageDailyRollup._meta.db_table}.generations + excluded.generations,
+    questions = {UsageDailyRollup._meta.db_table}.questions + excluded.questions,
+    prompt_tokens = {UsageDailyRollup._meta.db_table}.prompt_tokens + excluded.prompt_tokens,
+    cached_prompt_tokens = {UsageDailyRollup._meta.db_table}.cached_prompt_tokens
+        + excluded.cached_prompt_tokens,
+    completion_tokens = {UsageDailyRollup._meta.db_table}.completion_tokens
+        + excluded.completion_tokens,
+    cost = {UsageDailyRollup._meta.db_table}.cost + excluded.cost,
+    unpriced = {UsageDailyRollup._meta.db_table}.unpriced + excluded.unpriced
+"""
+
+
+def apply(deltas: Deltas) -> None:
+    """Add the deltas to their buckets (call inside the writer's transaction)."""
+    params = [
+        (
+            param(UsageDailyRollup, "company", company_id),
+            param(UsageDailyRollup, "day", day),
+            model,
+            status,
+            t.generations,
+            t.questions,
+            t.prompt_tokens,
+            t.cached_prompt_tokens,
+            t.completion_tokens,
+            param(UsageDailyRollup, "cost", t.cost),
+            t.unpriced,
+        )
+        for (company_id, day, model, status), t in deltas.items()
+    ]
+    if not params:
+        return
+    with connection.cursor() as cursor:
+        cursor.executemany(_UPSERT, params)
+
+
+def add_rows(rows: Iterable[QuestionGenerationUsage], sign: int = 1) -> None:
+    deltas = Deltas()
+    for row in rows:
+        deltas.add(row, sign)
+    apply(deltas)
