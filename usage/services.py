@@ -460,11 +460,13 @@ def record_usage_batch(
     not lose the others. Companies, jobs and prices are read in one query each,
     the rows go in with one `INSERT ... ON CONFLICT DO NOTHING RETURNING`, the
     rollup is applied once and each company's balance moves once. `companies`
-    maps company references the caller already resolved (the API authorizes them).
+    maps company references to the companies the caller resolved (the API
+    authorizes them first); a reference missing from it is an unknown company.
     """
     now = now or timezone.now()
     outcomes: list[Outcome | None] = [None] * len(events)
-    companies = {**resolve_companies([e.company for e in events]), **(companies or {})}
+    if companies is None:
+        companies = resolve_companies([e.company for e in events])
     pending = _validated(events, companies, outcomes, now)
     firsts, repeats = _split_repeats(pending)
     _build_rows(firsts, outcomes, now)
