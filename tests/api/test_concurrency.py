@@ -77,3 +77,11 @@ def test_concurrent_overlapping_batches_record_each_event_once(flushable_ledger)
     assert UsageDailyRollup.objects.get().generations == 50
     company.credit_balance.refresh_from_db()
     assert str(company.credit_balance.balance) == "9.625000000000"
+
+
+@requires_postgres
+@pytest.mark.django_db
+def test_the_ledger_truncate_guard_is_back_after_those_tests():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tgenabled FROM pg_trigger WHERE tgname = 'ledger_no_truncate'")
+        assert cursor.fetchone() == ("O",)

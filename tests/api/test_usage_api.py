@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from billing.models import LedgerEntry
 from tests.api.conftest import api_client_for, assert_error, usage_payload
-from tests.conftest import give_credit, make_company, make_job
+from tests.conftest import give_credit, make_company, make_job, requires_postgres
 from usage.models import QuestionGenerationUsage, RejectedEvent
 
 pytestmark = pytest.mark.django_db
@@ -212,3 +212,14 @@ def test_missing_revoked_and_wrong_keys_are_401(api, company, client):
 def test_unknown_endpoint_is_json_404(api):
     response = api.get("/nothing-here")
     assert_error(response, 404, "not_found")
+
+
+@requires_postgres
+def test_single_post_query_count(api, company, price, django_assert_max_num_queries):
+    give_credit(company, "5")
+    api.post("/usage", usage_payload(company, idempotency_key="warm-up"))  # sets last_used_at
+    # key, company, jobs, price, usage insert, rollup, balance, ledger;
+    # + SAVEPOINT/RELEASE because the test runs inside a transaction.
+    with django_assert_max_num_queries(10):
+        response = api.post("/usage", usage_payload(company))
+    assert response.status_code == 201
