@@ -20,7 +20,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from billing.dbutil import param
+from billing.dbutil import insert_rows, param
 from billing.models import (
     APIKey,
     AuditEvent,
@@ -219,7 +219,7 @@ def post_usage_debits(*, company: Company, debits: list[tuple[uuid.UUID, Decimal
                 usage_id=usage_id,
             )
         )
-    LedgerEntry.objects.bulk_create(entries)
+    insert_rows(LedgerEntry, entries)
     return balance_after
 
 

@@ -14,8 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import pydantic
-from ninja import Field, Schema
-from pydantic import StrictInt
+from pydantic import BaseModel, Field, StrictInt
 
 from usage.services import UsageEvent, UsageValidationError
 
@@ -39,8 +38,12 @@ _REASONS = {
 }
 
 
-class UsageIn(Schema):
-    """One generation, as the main product reports it."""
+class UsageIn(BaseModel):
+    """One generation, as the main product reports it.
+
+    A plain pydantic model (not ninja.Schema, whose attribute-getter wrapper
+    tripled the validation time of a 1,000-event batch).
+    """
 
     company: str | None = Field(
         None,

@@ -20,7 +20,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from billing.dbutil import param
+from billing.dbutil import insert_rows, param
 from billing.models import Company, CreditBalance, LedgerEntry, ModelPrice
 from billing.money import AmountError, price_cost, quantize_amount
 from billing.services import (
@@ -386,10 +386,6 @@ def price_with(price: ModelPrice, event: UsageEvent) -> Decimal:
     )
 
 
-_USAGE_FIELDS = [f for f in QuestionGenerationUsage._meta.concrete_fields]
-_INSERT_CHUNK = 60_000 // len(_USAGE_FIELDS)  # stay under the driver's parameter limit
-
-
 def insert_usage_rows(rows: list[QuestionGenerationUsage]) -> set[uuid.UUID]:
     """INSERT ... ON CONFLICT (company, idempotency_key) DO NOTHING RETURNING id.
 
@@ -398,25 +394,12 @@ def insert_usage_rows(rows: list[QuestionGenerationUsage]) -> set[uuid.UUID]:
     in key order so that concurrent batches lock keys in the same order.
     """
     rows = sorted(rows, key=lambda r: (str(r.company_id), r.idempotency_key))
-    table = QuestionGenerationUsage._meta.db_table
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in _USAGE_FIELDS)
-    row_sql = "(" + ", ".join(["%s"] * len(_USAGE_FIELDS)) + ")"
-    inserted: set[uuid.UUID] = set()
-    for start in range(0, len(rows), _INSERT_CHUNK):
-        chunk = rows[start : start + _INSERT_CHUNK]
-        params = [
-            f.get_db_prep_save(f.pre_save(r, True), connection)
-            for r in chunk
-            for f in _USAGE_FIELDS
-        ]
-        sql = (
-            f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(chunk))} "
-            "ON CONFLICT (company_id, idempotency_key) DO NOTHING RETURNING id"
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            inserted.update(_as_uuid(str(row[0])) for row in cursor.fetchall())
-    return inserted
+    returned = insert_rows(
+        QuestionGenerationUsage,
+        rows,
+        suffix="ON CONFLICT (company_id, idempotency_key) DO NOTHING RETURNING id",
+    )
+    return {_as_uuid(str(row[0])) for row in returned}
 
 
 def usage_reason(usage: QuestionGenerationUsage) -> str:
