@@ -8,6 +8,7 @@ empty body, never an HTML page.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Any
@@ -126,6 +127,30 @@ def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     logger.exception("API request failed: %s %s", request.method, request.path)
     return error_response(request, 500, "internal_error", "Internal error; it has been logged.")
+
+
+def _json_method_not_allowed(view):
+    """ninja answers a wrong method with a plain-text 405; answer it in the API's shape."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        if response.status_code != 405:
+            return response
+        message = f"{request.method} is not allowed here; use {response['Allow']}."
+        refused = error_response(request, 405, "method_not_allowed", message)
+        refused["Allow"] = response["Allow"]
+        return refused
+
+    return wrapped
+
+
+def urls() -> tuple:
+    """`api.urls` with every view answering a wrong method in the error shape."""
+    patterns, app_name, namespace = api.urls
+    for pattern in patterns:
+        pattern.callback = _json_method_not_allowed(pattern.callback)
+    return patterns, app_name, namespace
 
 
 def unknown_endpoint(request: HttpRequest, rest: str = "") -> JsonResponse:

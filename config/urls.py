@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-from config.api import api, unknown_endpoint
+from config import api
 from config.health import healthz
 
 admin.site.site_header = "Question generation billing"
@@ -18,6 +18,6 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
-    path("api/v1/", api.urls),
-    re_path(r"^api/v1/(?P<rest>.*)$", unknown_endpoint),
+    path("api/v1/", api.urls()),
+    re_path(r"^api/v1/(?P<rest>.*)$", api.unknown_endpoint),
 ]

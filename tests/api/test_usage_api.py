@@ -209,6 +209,12 @@ def test_missing_revoked_and_wrong_keys_are_401(api, company, client):
     assert_error(api.post("/usage", usage_payload(company)), 401, "unauthorized")
 
 
+def test_wrong_method_is_json_405(api):
+    response = api.get("/usage")
+    assert_error(response, 405, "method_not_allowed")
+    assert response["Allow"] == "POST"
+
+
 def test_unknown_endpoint_is_json_404(api):
     response = api.get("/nothing-here")
     assert_error(response, 404, "not_found")
