@@ -204,6 +204,9 @@ def post_usage_debits(*, company: Company, debits: list[tuple[uuid.UUID, Decimal
         return current_balance(company)
     total = sum((cost for _, cost, _ in debits), Decimal(0))
     balance_after = _apply_to_balance(company.pk, -total)
+    if connection.vendor == "postgresql":
+        _insert_usage_debits_sql(company, debits, balance_after + total)
+        return balance_after
     running = balance_after + total
     entries = []
     for usage_id, cost, reason in debits:
@@ -221,6 +224,35 @@ def post_usage_debits(*, company: Company, debits: list[tuple[uuid.UUID, Decimal
         )
     insert_rows(LedgerEntry, entries)
     return balance_after
+
+
+_USAGE_DEBITS_SQL = f"""
+INSERT INTO {LedgerEntry._meta.db_table}
+    (company_id, kind, amount, balance_after, reason, idempotency_key, usage_id, metadata, created_at)
+SELECT %(company)s, %(kind)s, -d.cost,
+       %(before)s - sum(d.cost) OVER (ORDER BY d.n ROWS UNBOUNDED PRECEDING),
+       d.reason, 'usage:' || d.usage_id::text, d.usage_id, '{{}}'::jsonb, %(now)s
+  FROM unnest(%(usage_ids)s::uuid[], %(costs)s::numeric[], %(reasons)s::text[])
+       WITH ORDINALITY AS d(usage_id, cost, reason, n)
+"""
+
+
+def _insert_usage_debits_sql(
+    company: Company, debits: list[tuple[uuid.UUID, Decimal, str]], before: Decimal
+) -> None:
+    """The same entries as the portable path, with the running balance computed in SQL:
+    three arrays travel instead of one object per entry (the batch API's hot spot)."""
+    params = {
+        "company": company.pk,
+        "kind": LedgerEntry.Kind.USAGE.value,
+        "before": before,
+        "now": timezone.now(),
+        "usage_ids": [usage_id for usage_id, _, _ in debits],
+        "costs": [cost for _, cost, _ in debits],
+        "reasons": [reason for _, _, reason in debits],
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_USAGE_DEBITS_SQL, params)
 
 
 def current_balance(company: Company) -> Decimal:
