@@ -97,4 +97,7 @@ def event_from_payload(payload: Any, *, default_company: str | None = None) -> U
         parsed = UsageIn.model_validate(payload)
     except pydantic.ValidationError as exc:
         raise validation_error(readable_errors(exc.errors()))
-    return parsed.to_event(default_company)
+    event = parsed.to_event(default_company)
+    if not event.company.strip():
+        raise validation_error({"company": "is required"})
+    return event

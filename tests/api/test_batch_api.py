@@ -26,6 +26,7 @@ def test_mixed_batch_answers_each_event_in_order(api, company, other_company, pr
         "not an object",
         usage_payload(company, idempotency_key="e", model="unknown-model"),
         usage_payload(company, idempotency_key="a"),  # repeat within the batch: a replay
+        usage_payload(company, company=None, idempotency_key="f"),  # no company, platform key
     ]
     response = api.post("/usage/batch", {"events": events})
     assert response.status_code == 200, response.content
@@ -41,7 +42,9 @@ def test_mixed_batch_answers_each_event_in_order(api, company, other_company, pr
         ("error", 422),
         ("created", 201),
         ("replayed", 200),
+        ("error", 422),
     ]
+    assert results[9]["error"]["fields"] == {"company": "is required"}
     assert results[1]["error"]["fields"] == {"prompt_tokens": "must not be negative"}
     assert results[4]["error"]["code"] == "company_not_found"
     assert results[6]["error"]["fields"] == {"event": "must be a JSON object"}

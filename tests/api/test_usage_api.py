@@ -7,10 +7,11 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from billing.models import LedgerEntry
-from tests.api.conftest import api_client_for, assert_error, usage_payload
+from tests.api.conftest import ApiClient, assert_error, usage_payload
 from tests.conftest import give_credit, make_company, make_job, requires_postgres
 from usage.models import QuestionGenerationUsage, RejectedEvent
 
@@ -197,15 +198,10 @@ def test_megabyte_body_is_413_before_parsing(api, company, settings):
 def test_missing_revoked_and_wrong_keys_are_401(api, company, client):
     response = client.post("/api/v1/usage", data="{}", content_type="application/json")
     assert_error(response, 401, "unauthorized")
-    assert_error(
-        api_client_for().__class__("qg_nope_secret").post("/usage", {}), 401, "unauthorized"
-    )
-    prefix = api.secret.split("_")[1]
-    tampered = api.__class__(api.secret[:-2] + ("AA" if not api.secret.endswith("AA") else "BB"))
+    assert_error(ApiClient("qg_nope_secret").post("/usage", {}), 401, "unauthorized")
+    tampered = ApiClient(api.secret[:-2] + ("AA" if not api.secret.endswith("AA") else "BB"))
     assert_error(tampered.post("/usage", {}), 401, "unauthorized")
-    from django.core.management import call_command
-
-    call_command("revoke_api_key", prefix)
+    call_command("revoke_api_key", api.secret.split("_")[1])
     assert_error(api.post("/usage", usage_payload(company)), 401, "unauthorized")
 
 
