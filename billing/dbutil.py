@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -38,15 +39,13 @@ def insert_rows(model: type[Model], rows: list[Model], *, suffix: str = "") -> l
     """
     if not rows:
         return []
-    fields = [f for f in model._meta.concrete_fields if not (f.primary_key and f.db_returning)]
+    fields, columns, casts = _insert_shape(model)
     table = model._meta.db_table
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     if is_postgres():
         arrays = [[_insert_value(f, r) for r in rows] for f in fields]
         for i, field in enumerate(fields):
             if field.get_internal_type() == "JSONField":
                 arrays[i] = [None if v is None else json.dumps(v) for v in arrays[i]]
-        casts = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
         sql = f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({casts}) {suffix}"
         return _execute(sql, arrays)
     result: list[tuple] = []
@@ -60,6 +59,15 @@ def insert_rows(model: type[Model], rows: list[Model], *, suffix: str = "") -> l
         values = ", ".join([row_sql] * len(chunk))
         result += _execute(f"INSERT INTO {table} ({columns}) VALUES {values} {suffix}", params)
     return result
+
+
+@functools.cache
+def _insert_shape(model: type[Model]) -> tuple[list, str, str]:
+    """The inserted fields (all but an auto-increment key), their column list and array casts."""
+    fields = [f for f in model._meta.concrete_fields if not (f.primary_key and f.db_returning)]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    casts = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+    return fields, columns, casts
 
 
 def _execute(sql: str, params: list) -> list[tuple]:
