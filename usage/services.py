@@ -464,7 +464,7 @@ def record_usage_batch(
         outcomes[p.index] = RecordResult(usage=p.usage, created=True, balance=balances[p.index])
     _answer_replays([p for p in building if p.usage.pk not in inserted], outcomes, debit, now)
     for p, first in repeats:
-        outcomes[p.index] = _repeat_outcome(p, first, outcomes[first.index])
+        outcomes[p.index] = _repeat_outcome(p, outcomes[first.index], debit, now)
     return outcomes  # type: ignore[return-value]
 
 
@@ -621,16 +621,20 @@ def _answer_replays(pending: list[_Pending], outcomes: list, debit: bool, now: d
             outcomes[p.index] = exc
 
 
-def _repeat_outcome(p: _Pending, first: _Pending, first_outcome: Outcome | None) -> Outcome:
-    """A key used twice in one batch: a replay of the first, or a conflict."""
-    if p.fp != first.fp:
-        return IdempotencyConflict(
-            f"Idempotency key {p.event.idempotency_key!r} was already used for a different usage event.",
-            fields={"idempotency_key": "already used with a different payload"},
-        )
-    if isinstance(first_outcome, RecordResult):
-        return RecordResult(usage=first_outcome.usage, created=False, balance=first_outcome.balance)
-    return first_outcome  # the first failed: so does its repeat, for the same reason
+def _repeat_outcome(
+    p: _Pending, first_outcome: Outcome | None, debit: bool, now: datetime
+) -> Outcome:
+    """A key used again in the same batch answers as it would after the first, one by one."""
+    try:
+        if isinstance(first_outcome, RecordResult):
+            _check_same_request(first_outcome.usage, p.event.idempotency_key, p.fp)
+            return RecordResult(
+                usage=first_outcome.usage, created=False, balance=first_outcome.balance
+            )
+        # The first recorded nothing (rare): this one is on its own, exactly as alone.
+        return record_usage(p.event, company=p.company, debit=debit, now=now)
+    except BillingError as exc:
+        return exc
 
 
 # --- Saving jobs ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from billing.models import LedgerEntry
-from billing.services import CompanyNotFound, IdempotencyConflict
+from billing.services import BillingError, CompanyNotFound
 from tests.conftest import (
     give_credit,
     make_company,
@@ -43,7 +43,7 @@ ROW_FIELDS = [
 ]
 
 
-def _events(company, job, boundary):
+def _events(company, job, boundary, foreign):
     at = boundary - timedelta(days=1)
     return [
         make_event(company, idempotency_key="draft", draft_job_id="tmp-1", occurred_at=at),
@@ -74,6 +74,9 @@ def _events(company, job, boundary):
             company, idempotency_key="linked", job_id=str(job.pk), prompt_tokens=1
         ),  # conflict
         make_event(company, idempotency_key="bad", prompt_tokens=-1),
+        make_event(company, idempotency_key="reported", cost="0.2", draft_job_id="x"),  # conflict
+        make_event(company, idempotency_key="rep", job_id=str(foreign.pk)),  # cross-tenant
+        make_event(company, idempotency_key="rep", draft_job_id="ok"),  # then fine on its own
     ]
 
 
@@ -81,7 +84,8 @@ def _world(boundary):
     company = make_company(timezone="America/New_York")
     give_credit(company, "3")
     job = make_job(company, draft_job_id="d-saved")
-    return company, job
+    foreign = make_job(make_company())
+    return company, job, foreign
 
 
 def _snapshot(company):
@@ -123,9 +127,7 @@ def _one_by_one(events, company, now):
     for event in events:
         try:
             outcomes.append(record_usage(event, company=company, now=now))
-        except (IdempotencyConflict, CrossTenantJob, Exception) as exc:  # noqa: B014
-            if not hasattr(exc, "code"):
-                raise
+        except BillingError as exc:
             outcomes.append(exc)
     return outcomes
 
@@ -137,16 +139,17 @@ def test_batch_equals_one_by_one():
     )
     make_price("gpt-test", output="20", effective_from=boundary)
     now = timezone.now()
-    single_company, single_job = _world(boundary)
-    batch_company, batch_job = _world(boundary)
+    single_company, single_job, single_foreign = _world(boundary)
+    batch_company, batch_job, batch_foreign = _world(boundary)
 
-    single = _one_by_one(_events(single_company, single_job, boundary), single_company, now)
-    batch = record_usage_batch(_events(batch_company, batch_job, boundary), now=now)
+    single_events = _events(single_company, single_job, boundary, single_foreign)
+    single = _one_by_one(single_events, single_company, now)
+    batch = record_usage_batch(_events(batch_company, batch_job, boundary, batch_foreign), now=now)
 
     assert [_outcome(o) for o in batch] == [_outcome(o) for o in single]
     single_snapshot, batch_snapshot = _snapshot(single_company), _snapshot(batch_company)
     assert batch_snapshot == single_snapshot
-    assert len(single_snapshot[0]) == 8 and single_snapshot[3] < Decimal("3")
+    assert len(single_snapshot[0]) == 9 and single_snapshot[3] < Decimal("3")
 
 
 def test_batch_refuses_unknown_companies_and_foreign_jobs_per_event(company, other_company, price):
