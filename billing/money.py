@@ -43,7 +43,10 @@ def quantize_amount(value: Decimal | str | int) -> Decimal:
         raise AmountError(f"{value!r} is not a decimal number") from exc
     if not amount.is_finite():
         raise AmountError(f"{value!r} is not a finite number")
-    amount = amount.quantize(AMOUNT_QUANTUM, rounding=ROUND_HALF_EVEN)
+    try:
+        amount = amount.quantize(AMOUNT_QUANTUM, rounding=ROUND_HALF_EVEN)
+    except InvalidOperation:  # more digits than the context holds: far beyond the limit
+        amount = AMOUNT_LIMIT.copy_sign(amount)
     if abs(amount) >= AMOUNT_LIMIT:
         raise AmountError(f"{value!r} is larger than the {AMOUNT_LIMIT} an amount may hold")
     return amount

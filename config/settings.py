@@ -156,6 +156,8 @@ USAGE_MAX_FUTURE_SKEW_SECONDS = env.int("USAGE_MAX_FUTURE_SKEW_SECONDS", default
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=2 * 1024 * 1024)
 API_MAX_BATCH_EVENTS = env.int("API_MAX_BATCH_EVENTS", default=1000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+# Requests per minute per API key (0 turns the limit off); counted in CACHES.
+API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=6000)
 
 LOGGING = {
     "version": 1,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
+from config import api
 from config.health import healthz
 
 admin.site.site_header = "Question generation billing"
@@ -17,4 +18,6 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("api/v1/", api.urls()),
+    re_path(r"^api/v1/(?P<rest>.*)$", api.unknown_endpoint),
 ]

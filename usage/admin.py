@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from billing.admin import ReadOnlyAdmin
+from usage import inbox
 from usage.models import Job, QuestionGenerationUsage, RejectedEvent, UsageDailyRollup
 
 
@@ -70,3 +71,15 @@ class RejectedEventAdmin(admin.ModelAdmin):
         "usage",
         "resolved_at",
     ]
+
+    actions = ["replay_selected"]
+
+    @admin.action(description="Replay selected events")
+    def replay_selected(self, request, queryset) -> None:
+        summary = inbox.replay(queryset.order_by("received_at"), actor=request.user)
+        level = messages.SUCCESS if not summary.failed else messages.WARNING
+        self.message_user(
+            request,
+            f"{summary.replayed} replayed, {summary.failed} still failing (see their reason).",
+            level,
+        )

@@ -17,16 +17,18 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from billing.dbutil import param
-from billing.models import Company, LedgerEntry, ModelPrice
+from billing.dbutil import insert_rows, param
+from billing.models import Company, CreditBalance, LedgerEntry, ModelPrice
 from billing.money import AmountError, price_cost, quantize_amount
 from billing.services import (
     BillingError,
     IdempotencyConflict,
+    company_not_found,
     current_balance,
-    post_entry,
+    post_usage_debits,
     resolve_company,
 )
 from usage import rollup
@@ -209,14 +211,28 @@ def _as_uuid(value: str | None) -> uuid.UUID | None:
         return None
 
 
-def find_job_for(company: Company, *, job_id: str | None, draft_job_id: str | None) -> Job | None:
-    """The saved job an event belongs to, decided by existence, never by id shape.
+def _job_candidates(company_ids: set, job_uuids: set, draft_ids: set) -> list[Job]:
+    """Every saved job any of these events may belong to, in one query."""
+    condition = Q(pk__in=job_uuids) if job_uuids else Q(pk__in=[])
+    if draft_ids:
+        condition |= Q(company_id__in=company_ids, draft_id__in=draft_ids)
+    return list(Job.objects.filter(condition).only("id", "company_id", "draft_id"))
 
-    Raises CrossTenantJob when `job_id` is a saved job of another company.
-    """
-    job_uuid = _as_uuid(job_id)
-    if job_uuid is not None:
-        job = Job.objects.filter(pk=job_uuid).only("id", "company_id").first()
+
+class JobIndex:
+    """Saved jobs by id and by (company, draft id): how an event finds its job."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        self.by_id = {job.pk: job for job in jobs}
+        self.by_draft = {(job.company_id, job.draft_id): job for job in jobs if job.draft_id}
+
+    def job_for(self, company: Company, *, job_id: str | None, draft_job_id: str | None):
+        """The saved job of an event, decided by existence, never by the id's shape.
+
+        A saved job id wins over draft ids; a job id of another company raises
+        CrossTenantJob (usage is never linked across tenants).
+        """
+        job = self.by_id.get(_as_uuid(job_id))
         if job is not None:
             if job.company_id != company.pk:
                 raise CrossTenantJob(
@@ -224,11 +240,23 @@ def find_job_for(company: Company, *, job_id: str | None, draft_job_id: str | No
                     fields={"job_id": "belongs to another company"},
                 )
             return job
-    for draft in {d for d in (draft_job_id, job_id) if d}:
-        job = Job.objects.filter(company=company, draft_id=draft).only("id", "company_id").first()
-        if job is not None:
-            return job
-    return None
+        for draft in (draft_job_id, job_id):
+            if draft and (company.pk, draft) in self.by_draft:
+                return self.by_draft[(company.pk, draft)]
+        return None
+
+
+def _drafts_of(job_id: str | None, draft_job_id: str | None) -> set[str]:
+    return {d for d in (draft_job_id, job_id) if d}
+
+
+def find_job_for(company: Company, *, job_id: str | None, draft_job_id: str | None) -> Job | None:
+    """The saved job an event belongs to (one query). Raises CrossTenantJob."""
+    job_uuid = _as_uuid(job_id)
+    jobs = _job_candidates(
+        {company.pk}, {job_uuid} if job_uuid else set(), _drafts_of(job_id, draft_job_id)
+    )
+    return JobIndex(jobs).job_for(company, job_id=job_id, draft_job_id=draft_job_id)
 
 
 def local_day(company: Company, at: datetime):
@@ -251,23 +279,28 @@ def record_usage(
     returns the first row (`created=False`); a different payload under the
     same key raises IdempotencyConflict. Usage is never refused for lack of
     credit: it already happened.
+
+    The insert is tried first (`ON CONFLICT DO NOTHING`): new events, the common
+    case, cost no look-up of the key; a concurrent request with the same key
+    waits for the first to commit and then answers as a replay.
     """
     now = now or timezone.now()
     company = company or resolve_company(event.company)
     reported_cost = validate_event(event, now=now)
     fp = fingerprint(event, company, reported_cost)
-    replay = _replay(company, event.idempotency_key, fp)
-    if replay is not None:
-        return replay
-    try:
-        with transaction.atomic():
-            usage = _insert_usage(event, company, reported_cost, fp, now)
+    job = find_job_for(company, job_id=event.job_id, draft_job_id=event.draft_job_id)
+    occurred_at = event.occurred_at or now
+    price = None if reported_cost is not None else price_in_effect(event.model, occurred_at)
+    usage = build_usage(event, company, job, reported_cost, price, fp, now)
+    with transaction.atomic():
+        inserted = insert_usage_rows([usage])
+        if inserted:
             rollup.add_rows([usage])
-            balance = _debit(usage, company) if debit else current_balance(company)
-    except IntegrityError:
+            balance = _debit_rows(company, [usage]) if debit else current_balance(company)
+    if not inserted:
         replay = _replay(company, event.idempotency_key, fp)
-        if replay is None:
-            raise
+        if replay is None:  # the conflicting row vanished (its writer rolled back): retry
+            return record_usage(event, company=company, debit=debit, now=now)
         return replay
     return RecordResult(usage=usage, created=True, balance=balance)
 
@@ -276,32 +309,49 @@ def _replay(company: Company, key: str, fp: str) -> RecordResult | None:
     usage = QuestionGenerationUsage.objects.filter(company=company, idempotency_key=key).first()
     if usage is None:
         return None
+    _check_same_request(usage, key, fp)
+    return RecordResult(usage=usage, created=False, balance=balance_after_debit(usage, company))
+
+
+def _check_same_request(usage: QuestionGenerationUsage, key: str, fp: str) -> None:
     if usage.request_fingerprint and usage.request_fingerprint != fp:
         raise IdempotencyConflict(
             f"Idempotency key {key!r} was already used for a different usage event.",
             fields={"idempotency_key": "already used with a different payload"},
         )
-    return RecordResult(usage=usage, created=False, balance=current_balance(company))
 
 
-def _insert_usage(
-    event: UsageEvent, company: Company, reported_cost: Decimal | None, fp: str, now: datetime
+def balance_after_debit(usage: QuestionGenerationUsage, company: Company) -> Decimal:
+    """The balance right after this row's debit (so a replay answers as the first
+    time did); the current balance for a row without a debit."""
+    after = (
+        LedgerEntry.objects.filter(usage_id=usage.pk, kind=LedgerEntry.Kind.USAGE)
+        .values_list("balance_after", flat=True)
+        .first()
+    )
+    return after if after is not None else current_balance(company)
+
+
+def build_usage(
+    event: UsageEvent,
+    company: Company,
+    job: Job | None,
+    reported_cost: Decimal | None,
+    price: ModelPrice | None,
+    fp: str,
+    now: datetime,
 ) -> QuestionGenerationUsage:
+    """The row an event becomes (not saved): one definition for every path."""
     occurred_at = event.occurred_at or now
-    job = find_job_for(company, job_id=event.job_id, draft_job_id=event.draft_job_id)
     draft_id = event.draft_job_id or (event.job_id if job is None else None)
     if reported_cost is not None:
         cost, price, source = reported_cost, None, CostSource.REPORTED
+    elif price is not None:
+        cost, source = price_with(price, event), CostSource.PRICED
     else:
-        cost, price = cost_for(
-            model=event.model,
-            at=occurred_at,
-            prompt_tokens=event.prompt_tokens,
-            cached_prompt_tokens=event.cached_prompt_tokens,
-            completion_tokens=event.completion_tokens,
-        )
-        source = CostSource.PRICED if price is not None else CostSource.UNPRICED
-    return QuestionGenerationUsage.objects.create(
+        cost, source = None, CostSource.UNPRICED
+    return QuestionGenerationUsage(
+        id=uuid.uuid4(),
         company=company,
         job=job,
         draft_job_id=draft_id,
@@ -319,23 +369,272 @@ def _insert_usage(
         request_fingerprint=fp,
         occurred_at=occurred_at,
         occurred_on=local_day(company, occurred_at),
+        recorded_at=now,
         metadata=event.metadata or {},
         processing_time_ms=event.processing_time_ms,
     )
 
 
-def _debit(usage: QuestionGenerationUsage, company: Company) -> Decimal:
-    if usage.cost is None:  # unpriced: debited when reprice_usage prices it
-        return current_balance(company)
-    posting = post_entry(
-        company=company,
-        kind=LedgerEntry.Kind.USAGE,
-        amount=-usage.cost,
-        idempotency_key=f"usage:{usage.pk}",
-        usage_id=usage.pk,
-        reason=f"{usage.model}: {usage.question_count} questions",
+def price_with(price: ModelPrice, event: UsageEvent) -> Decimal:
+    return price_cost(
+        prompt_tokens=event.prompt_tokens,
+        cached_prompt_tokens=event.cached_prompt_tokens,
+        completion_tokens=event.completion_tokens,
+        input_per_million=price.input_per_million,
+        cached_input_per_million=price.cached_input_per_million,
+        output_per_million=price.output_per_million,
     )
-    return posting.entry.balance_after
+
+
+def insert_usage_rows(rows: list[QuestionGenerationUsage]) -> set[uuid.UUID]:
+    """INSERT ... ON CONFLICT (company, idempotency_key) DO NOTHING RETURNING id.
+
+    Returns the ids actually inserted; a row missing from it has a key that a
+    committed (or concurrently committing) row already holds. Rows are inserted
+    in key order so that concurrent batches lock keys in the same order.
+    """
+    rows = sorted(rows, key=lambda r: (str(r.company_id), r.idempotency_key))
+    returned = insert_rows(
+        QuestionGenerationUsage,
+        rows,
+        suffix="ON CONFLICT (company_id, idempotency_key) DO NOTHING RETURNING id",
+    )
+    return {_as_uuid(str(row[0])) for row in returned}
+
+
+def usage_reason(usage: QuestionGenerationUsage) -> str:
+    return f"{usage.model}: {usage.question_count} questions"
+
+
+def _debit_rows(company: Company, rows: list[QuestionGenerationUsage]) -> Decimal:
+    """Debit the priced rows of one company (unpriced ones are debited when priced)."""
+    debits = [(r.pk, r.cost, usage_reason(r)) for r in rows if r.cost is not None]
+    return post_usage_debits(company=company, debits=debits)
+
+
+# --- Recording many at once ----------------------------------------------------------
+
+Outcome = RecordResult | BillingError
+
+
+@dataclass
+class _Pending:
+    """One event of a batch on its way in."""
+
+    index: int
+    event: UsageEvent
+    company: Company
+    reported_cost: Decimal | None
+    fp: str
+    usage: QuestionGenerationUsage | None = None
+
+
+def record_usage_batch(
+    events: list[UsageEvent],
+    *,
+    debit: bool = True,
+    now: datetime | None = None,
+    companies: dict[str, Company] | None = None,
+) -> list[Outcome]:
+    """Record many generations with the semantics of :func:`record_usage`, set-based.
+
+    Returns one outcome per event, in order: a RecordResult (created or replayed)
+    or the BillingError that event would have raised alone; one bad event does
+    not lose the others. Companies, jobs and prices are read in one query each,
+    the rows go in with one `INSERT ... ON CONFLICT DO NOTHING RETURNING`, the
+    rollup is applied once and each company's balance moves once. `companies`
+    maps company references to the companies the caller resolved (the API
+    authorizes them first); a reference missing from it is an unknown company.
+    """
+    now = now or timezone.now()
+    outcomes: list[Outcome | None] = [None] * len(events)
+    if companies is None:
+        companies = resolve_companies([e.company for e in events])
+    pending = _validated(events, companies, outcomes, now)
+    firsts, repeats = _split_repeats(pending)
+    _build_rows(firsts, outcomes, now)
+    building = [p for p in firsts if p.usage is not None]
+    with transaction.atomic():
+        inserted = insert_usage_rows([p.usage for p in building])
+        new = [p for p in building if p.usage.pk in inserted]
+        if new:
+            rollup.add_rows([p.usage for p in new])
+        balances = _debit_batch(new, debit)
+    for p in new:
+        outcomes[p.index] = RecordResult(usage=p.usage, created=True, balance=balances[p.index])
+    _answer_replays([p for p in building if p.usage.pk not in inserted], outcomes, debit, now)
+    for p, first in repeats:
+        outcomes[p.index] = _repeat_outcome(p, outcomes[first.index], debit, now)
+    return outcomes  # type: ignore[return-value]
+
+
+def resolve_companies(refs: list[str]) -> dict[str, Company]:
+    """Companies by UUID or external id, in one query (a UUID match wins)."""
+    texts = {str(r).strip() for r in refs if r is not None and str(r).strip()}
+    uuids = {u for u in (_as_uuid(t) for t in texts) if u is not None}
+    found = Company.objects.filter(Q(pk__in=uuids) | Q(external_id__in=texts))
+    by_pk = {c.pk: c for c in found}
+    by_external = {c.external_id: c for c in by_pk.values() if c.external_id}
+    result = {}
+    for text in texts:
+        company = by_pk.get(_as_uuid(text)) or by_external.get(text)
+        if company is not None:
+            result[text] = company
+    return result
+
+
+def _validated(
+    events: list[UsageEvent], companies: dict[str, Company], outcomes: list, now: datetime
+) -> list[_Pending]:
+    pending = []
+    for index, event in enumerate(events):
+        ref = str(event.company or "").strip()
+        try:
+            company = companies.get(ref)
+            if company is None:
+                raise company_not_found(ref)
+            cost = validate_event(event, now=now)
+        except BillingError as exc:
+            outcomes[index] = exc
+            continue
+        fp = fingerprint(event, company, cost)
+        pending.append(_Pending(index, event, company, cost, fp))
+    return pending
+
+
+def _split_repeats(
+    pending: list[_Pending],
+) -> tuple[list[_Pending], list[tuple[_Pending, _Pending]]]:
+    """The first event of each (company, key), and later ones paired with their first."""
+    first_by_key: dict[tuple, _Pending] = {}
+    repeats = []
+    for p in pending:
+        key = (p.company.pk, p.event.idempotency_key)
+        if key in first_by_key:
+            repeats.append((p, first_by_key[key]))
+        else:
+            first_by_key[key] = p
+    return list(first_by_key.values()), repeats
+
+
+def _build_rows(pending: list[_Pending], outcomes: list, now: datetime) -> None:
+    job_uuids = {u for p in pending if (u := _as_uuid(p.event.job_id)) is not None}
+    drafts = set().union(*(_drafts_of(p.event.job_id, p.event.draft_job_id) for p in pending))
+    jobs = JobIndex(_job_candidates({p.company.pk for p in pending}, job_uuids, drafts))
+    prices = PriceBook({p.event.model for p in pending if p.reported_cost is None})
+    for p in pending:
+        event = p.event
+        try:
+            job = jobs.job_for(p.company, job_id=event.job_id, draft_job_id=event.draft_job_id)
+        except BillingError as exc:
+            outcomes[p.index] = exc
+            continue
+        price = None
+        if p.reported_cost is None:
+            price = prices.in_effect(event.model, event.occurred_at or now)
+        p.usage = build_usage(event, p.company, job, p.reported_cost, price, p.fp, now)
+
+
+class PriceBook:
+    """Every price period of some models, read once, answering `price_in_effect`."""
+
+    def __init__(self, models: set[str]) -> None:
+        self._by_model: dict[str, list[ModelPrice]] = {}
+        if models:
+            for price in ModelPrice.objects.filter(model__in=models).order_by("-effective_from"):
+                self._by_model.setdefault(price.model, []).append(price)
+
+    def in_effect(self, model: str, at: datetime) -> ModelPrice | None:
+        for price in self._by_model.get(model, ()):
+            if price.effective_from <= at and (
+                price.effective_to is None or price.effective_to > at
+            ):
+                return price
+        return None
+
+
+def _debit_batch(new: list[_Pending], debit: bool) -> dict[int, Decimal]:
+    """Debit each company once (companies in id order: the lock order), and give
+    every event the balance right after its own debit, as one by one would."""
+    by_company: dict[uuid.UUID, list[_Pending]] = {}
+    for p in new:
+        by_company.setdefault(p.company.pk, []).append(p)
+    debited = {
+        c for c, ps in by_company.items() if debit and any(p.usage.cost is not None for p in ps)
+    }
+    start = _current_balances(set(by_company) - debited)
+    balances: dict[int, Decimal] = {}
+    for company_id in sorted(by_company, key=str):
+        ps = by_company[company_id]
+        running = start.get(company_id, Decimal(0))
+        if company_id in debited:
+            after = _debit_rows(ps[0].company, [p.usage for p in ps])
+            running = after + sum(
+                (p.usage.cost for p in ps if p.usage.cost is not None), Decimal(0)
+            )
+        for p in ps:
+            if company_id in debited and p.usage.cost is not None:
+                running -= p.usage.cost
+            balances[p.index] = running
+    return balances
+
+
+def _current_balances(company_ids: set) -> dict:
+    if not company_ids:
+        return {}
+    rows = CreditBalance.objects.filter(company_id__in=company_ids)
+    return dict(rows.values_list("company_id", "balance"))
+
+
+def _balances_after_debits(usages: list[QuestionGenerationUsage]) -> dict[uuid.UUID, Decimal]:
+    """:func:`balance_after_debit` for many rows in two queries at most."""
+    after = dict(
+        LedgerEntry.objects.filter(
+            usage_id__in=[u.pk for u in usages], kind=LedgerEntry.Kind.USAGE
+        ).values_list("usage_id", "balance_after")
+    )
+    current = _current_balances({u.company_id for u in usages if u.pk not in after})
+    return {u.pk: after.get(u.pk, current.get(u.company_id, Decimal(0))) for u in usages}
+
+
+def _answer_replays(pending: list[_Pending], outcomes: list, debit: bool, now: datetime) -> None:
+    """Events whose key a committed row already holds: replay or conflict."""
+    if not pending:
+        return
+    existing = {
+        (u.company_id, u.idempotency_key): u
+        for u in QuestionGenerationUsage.objects.filter(
+            company_id__in={p.company.pk for p in pending},
+            idempotency_key__in={p.event.idempotency_key for p in pending},
+        )
+    }
+    balances = _balances_after_debits(list(existing.values()))
+    for p in pending:
+        usage = existing.get((p.company.pk, p.event.idempotency_key))
+        try:
+            if usage is None:  # its writer rolled back meanwhile: record it alone
+                outcomes[p.index] = record_usage(p.event, company=p.company, debit=debit, now=now)
+                continue
+            _check_same_request(usage, p.event.idempotency_key, p.fp)
+            outcomes[p.index] = RecordResult(usage=usage, created=False, balance=balances[usage.pk])
+        except BillingError as exc:
+            outcomes[p.index] = exc
+
+
+def _repeat_outcome(
+    p: _Pending, first_outcome: Outcome | None, debit: bool, now: datetime
+) -> Outcome:
+    """A key used again in the same batch answers as it would after the first, one by one."""
+    try:
+        if isinstance(first_outcome, RecordResult):
+            _check_same_request(first_outcome.usage, p.event.idempotency_key, p.fp)
+            return RecordResult(
+                usage=first_outcome.usage, created=False, balance=first_outcome.balance
+            )
+        # The first recorded nothing (rare): this one is on its own, exactly as alone.
+        return record_usage(p.event, company=p.company, debit=debit, now=now)
+    except BillingError as exc:
+        return exc
 
 
 # --- Saving jobs ---------------------------------------------------------------------

@@ -1,0 +1,33 @@
+"""Create an API key; the secret is printed once, alone on the last line."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from billing.services import BillingError, create_api_key, resolve_company
+
+
+class Command(BaseCommand):
+    help = (
+        "Create an API key (platform-wide, or for one company with --company). "
+        "The secret is shown once, alone on the last line of the output; only its hash is stored."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("name", help="What the key is for, e.g. 'main product (prod)'.")
+        parser.add_argument(
+            "--company",
+            help="Company UUID or external id; the key may then act only for that company.",
+        )
+
+    def handle(self, *args, name: str, company: str | None, **options) -> None:
+        try:
+            target = resolve_company(company) if company else None
+        except BillingError as exc:
+            raise CommandError(exc.message)
+        key, secret = create_api_key(name=name, company=target)
+        scope = f"company {target.name} ({target.pk})" if target else "platform-wide"
+        self.stdout.write(
+            f"Created API key {key.prefix!r} ({name}), {scope}. Store the secret now:"
+        )
+        self.stdout.write(secret)

@@ -1,0 +1,161 @@
+"""The JSON API at /api/v1/: the NinjaAPI instance, its auth, and its one error shape.
+
+Every error, whatever raised it (a service's BillingError, pydantic, the JSON
+parser, the request gate, an unexpected bug), is answered as
+`{"error": {"code", "message", "fields"}}` with a fitting status: never an
+empty body, never an HTML page.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
+
+from billing.api import ApiError, APIKeyAuth, status_of
+from billing.api import router as companies_router
+from billing.services import BillingError
+from usage.api import router as usage_router
+from usage.schemas import readable_errors
+
+logger = logging.getLogger(__name__)
+
+
+class JSONObjectParser(Parser):
+    """JSON bodies must be objects: a list or a number is refused before validation."""
+
+    def parse_body(self, request: HttpRequest) -> dict:
+        data = json.loads(request.body)
+        if not isinstance(data, dict):
+            raise NotAnObject("the body must be a JSON object")
+        return data
+
+
+class NotAnObject(ValueError):
+    pass
+
+
+api = NinjaAPI(
+    parser=JSONObjectParser(),
+    title="Question generation billing API",
+    version="1",
+    description="Record question generations, save jobs, manage tenants, check quotas. "
+    "Authenticate with `Authorization: Bearer <key>` (`manage.py create_api_key`).",
+    auth=APIKeyAuth(),
+    urls_namespace="api-v1",
+)
+api.add_router("", usage_router)
+api.add_router("", companies_router)
+
+
+def error_response(
+    request: HttpRequest,
+    status: int,
+    code: str,
+    message: str,
+    fields: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> HttpResponse:
+    body = {"error": {"code": code, "message": message, "fields": fields or {}}}
+    response = api.create_response(request, body, status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+@api.exception_handler(ApiError)
+def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    return error_response(request, exc.status, exc.code, exc.message, exc.fields, exc.headers)
+
+
+@api.exception_handler(BillingError)
+def _billing_error(request: HttpRequest, exc: BillingError) -> HttpResponse:
+    return error_response(request, status_of(exc), exc.code, exc.message, exc.fields)
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    fields = {}
+    for error in exc.errors:
+        # loc is ("body", <parameter>, field...) or ("path"/"query", field...)
+        skip = 2 if error.get("loc", ("",))[0] == "body" else 1
+        for name, reason in readable_errors([error], skip=skip).items():
+            fields.setdefault(name, reason)
+    message = "Invalid request: " + "; ".join(f"{k} {v}" for k, v in fields.items())
+    return error_response(request, 422, "validation_error", message, fields)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return error_response(request, 401, "unauthorized", "Invalid or missing API key.")
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    cause = exc.__cause__
+    if isinstance(cause, NotAnObject):
+        fields = {"body": "must be a JSON object"}
+        return error_response(
+            request, 422, "validation_error", "The body must be a JSON object.", fields
+        )
+    if exc.status_code == 400:  # ninja could not parse the body
+        detail = f": {cause}" if isinstance(cause, json.JSONDecodeError | ValueError) else ""
+        return error_response(
+            request, 400, "malformed_json", f"The body is not valid JSON{detail}."
+        )
+    return error_response(request, exc.status_code, "http_error", str(exc) or "Request refused.")
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return error_response(request, 413, "payload_too_large", "The request body is too large.")
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return error_response(request, 404, "not_found", "Not found.")
+
+
+@api.exception_handler(Exception)
+def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.exception("API request failed: %s %s", request.method, request.path)
+    return error_response(request, 500, "internal_error", "Internal error; it has been logged.")
+
+
+def _json_method_not_allowed(view):
+    """ninja answers a wrong method with a plain-text 405; answer it in the API's shape."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        if response.status_code != 405:
+            return response
+        message = f"{request.method} is not allowed here; use {response['Allow']}."
+        refused = error_response(request, 405, "method_not_allowed", message)
+        refused["Allow"] = response["Allow"]
+        return refused
+
+    return wrapped
+
+
+def urls() -> tuple:
+    """`api.urls` with every view answering a wrong method in the error shape."""
+    patterns, app_name, namespace = api.urls
+    for pattern in patterns:
+        pattern.callback = _json_method_not_allowed(pattern.callback)
+    return patterns, app_name, namespace
+
+
+def unknown_endpoint(request: HttpRequest, rest: str = "") -> JsonResponse:
+    """Any other path under /api/v1/: the same error shape, not Django's HTML 404."""
+    body: dict[str, Any] = {
+        "error": {"code": "not_found", "message": f"No endpoint at {request.path}.", "fields": {}}
+    }
+    return JsonResponse(body, status=404)

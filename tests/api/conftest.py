@@ -1,0 +1,100 @@
+"""An API client with bearer keys: `api` (platform key) and `company_api` (company key)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.models.signals import post_migrate
+from django.test import Client
+
+from billing.services import create_api_key
+
+
+class ApiClient:
+    """Django's test client speaking JSON with a bearer key."""
+
+    def __init__(self, secret: str) -> None:
+        self.client = Client()
+        self.secret = secret
+
+    def _headers(self, extra: dict | None) -> dict:
+        return {"HTTP_AUTHORIZATION": f"Bearer {self.secret}", **(extra or {})}
+
+    def post(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | str | None = None,
+        content_type: str = "application/json",
+        **extra,
+    ):
+        data = raw if raw is not None else json.dumps(body)
+        return self.client.post(
+            f"/api/v1{path}", data=data, content_type=content_type, **self._headers(extra)
+        )
+
+    def get(self, path: str, **extra):
+        return self.client.get(f"/api/v1{path}", **self._headers(extra))
+
+
+def api_client_for(company=None, name: str = "test key") -> ApiClient:
+    _, secret = create_api_key(name=name, company=company)
+    return ApiClient(secret)
+
+
+@pytest.fixture
+def api(db) -> ApiClient:
+    return api_client_for()
+
+
+@pytest.fixture
+def company_api(company) -> ApiClient:
+    return api_client_for(company, name="company key")
+
+
+def usage_payload(company, /, **kwargs) -> dict:
+    body = {
+        "company": str(company.pk),
+        "draft_job_id": "draft-1",
+        "model": "gpt-test",
+        "prompt_tokens": 1000,
+        "completion_tokens": 500,
+        "question_count": 5,
+        "idempotency_key": "key-1",
+    }
+    body.update(kwargs)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.content
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+    assert isinstance(error["fields"], dict)
+    return error
+
+
+@pytest.fixture
+def flushable_ledger():
+    """Let a `transaction=True` test's flush TRUNCATE the append-only ledger.
+
+    The ledger's TRUNCATE trigger (billing migration 0002) refuses Django's
+    flush after such a test. The trigger is disabled for that flush only and
+    enabled again by the `post_migrate` signal the flush sends when it is done.
+    """
+    yield
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE billing_ledgerentry DISABLE TRIGGER ledger_no_truncate")
+
+    def enable(**kwargs) -> None:
+        post_migrate.disconnect(dispatch_uid="flushable_ledger")
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE billing_ledgerentry ENABLE TRIGGER ledger_no_truncate")
+
+    post_migrate.connect(enable, weak=False, dispatch_uid="flushable_ledger")

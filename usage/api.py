@@ -1,0 +1,256 @@
+"""API endpoints for usage, jobs and the quota check. Thin: parse, authorize, call a service.
+
+Bodies: usage rows as :func:`usage_body` (amounts are decimal strings from
+billing.money.plain); errors in the one shape of config.api.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from ninja import Field, Router, Schema, Status
+
+from billing.api import ApiError, company_for, is_same_company, status_of
+from billing.money import plain
+from billing.services import BillingError, CompanyNotFound, NotPermitted
+from usage import inbox
+from usage.quota import quota_status
+from usage.schemas import UsageIn, event_from_payload
+from usage.services import (
+    RecordResult,
+    UsageEvent,
+    record_usage,
+    record_usage_batch,
+    resolve_companies,
+    save_job,
+)
+
+router = Router(tags=["usage"])
+
+
+class UsageOut(Schema):
+    id: str
+    company: str
+    status: str = Field(..., description="linked or draft")
+    job_id: str | None
+    draft_job_id: str | None
+    model: str
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    completion_tokens: int
+    question_count: int
+    cost: str | None = Field(..., description="Decimal string; null while unpriced.")
+    cost_source: str = Field(..., description="reported, priced or unpriced")
+    occurred_at: str
+    idempotency_key: str
+    balance: str = Field(..., description="The company's balance after this debit.")
+
+
+def usage_body(result: RecordResult) -> dict[str, Any]:
+    u = result.usage
+    return {
+        "id": str(u.pk),
+        "company": str(u.company_id),
+        "status": u.status,
+        "job_id": str(u.job_id) if u.job_id else None,
+        "draft_job_id": u.draft_job_id,
+        "model": u.model,
+        "prompt_tokens": u.prompt_tokens,
+        "cached_prompt_tokens": u.cached_prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "question_count": u.question_count,
+        "cost": plain(u.cost),
+        "cost_source": u.cost_source,
+        # In UTC, so a replay (read back from the database) answers the same text.
+        "occurred_at": u.occurred_at.astimezone(UTC).isoformat(),
+        "idempotency_key": u.idempotency_key,
+        "balance": plain(result.balance),
+    }
+
+
+def error_body(error: BillingError | ApiError) -> dict[str, Any]:
+    return {"code": error.code, "message": error.message, "fields": error.fields}
+
+
+@router.post("/usage", response={200: UsageOut, 201: UsageOut})
+def record_usage_view(request: HttpRequest, payload: UsageIn):
+    """Record one generation. 201 when recorded, 200 (same body) for a replay."""
+    try:
+        company = company_for(request, payload.company)
+    except CompanyNotFound as exc:
+        inbox.reject(payload=json.loads(request.body), error=exc, source="api")
+        raise
+    result = record_usage(payload.to_event(str(company.pk)), company=company)
+    return Status(201 if result.created else 200, usage_body(result))
+
+
+class BatchIn(Schema):
+    events: list[Any] = Field(..., description="Up to API_MAX_BATCH_EVENTS usage events.")
+
+
+class BatchOut(Schema):
+    results: list[dict[str, Any]] = Field(
+        ...,
+        description="One per event, in order: {index, outcome: created|replayed|error, "
+        "status, usage} or {index, outcome: 'error', status, error}.",
+    )
+
+
+@router.post("/usage/batch", response=BatchOut)
+def record_usage_batch_view(request: HttpRequest, payload: BatchIn):
+    """Record up to API_MAX_BATCH_EVENTS generations; one bad event loses no other."""
+    limit = settings.API_MAX_BATCH_EVENTS
+    if len(payload.events) > limit:
+        raise ApiError(
+            413,
+            "batch_too_large",
+            f"A batch holds at most {limit} events; this one has {len(payload.events)}.",
+            fields={"events": f"at most {limit} events"},
+        )
+    outcomes: list[RecordResult | BillingError | None] = [None] * len(payload.events)
+    parsed = _parse_events(request, payload.events, outcomes)
+    companies = _authorized_companies(request, parsed, outcomes)
+    todo = [(i, e) for i, e in parsed if outcomes[i] is None]
+    recorded = record_usage_batch([e for _, e in todo], companies=companies)
+    for (index, _), outcome in zip(todo, recorded, strict=True):
+        outcomes[index] = outcome
+    _keep_unknown_companies(payload.events, outcomes)
+    return {"results": [_result_entry(i, o) for i, o in enumerate(outcomes)]}
+
+
+def _parse_events(
+    request: HttpRequest, raw: list[Any], outcomes: list
+) -> list[tuple[int, UsageEvent]]:
+    key = request.auth
+    default = str(key.company_id) if key.company_id else None
+    parsed = []
+    for index, item in enumerate(raw):
+        try:
+            parsed.append((index, event_from_payload(item, default_company=default)))
+        except BillingError as exc:
+            outcomes[index] = exc
+    return parsed
+
+
+def _authorized_companies(request: HttpRequest, parsed: list, outcomes: list) -> dict:
+    """The companies the events name; for a company key, only its own (403 otherwise)."""
+    key = request.auth
+    if not key.company_id:
+        return resolve_companies([e.company for _, e in parsed])
+    refused = NotPermitted(
+        "This API key may act only for its own company.",
+        fields={"company": "not the company of this API key"},
+    )
+    companies = {}
+    for index, event in parsed:
+        ref = event.company.strip()
+        if is_same_company(key.company, ref):
+            companies[ref] = key.company
+        else:
+            outcomes[index] = refused
+    return companies
+
+
+def _keep_unknown_companies(raw: list[Any], outcomes: list) -> None:
+    unknown = [(raw[i], o) for i, o in enumerate(outcomes) if isinstance(o, CompanyNotFound)]
+    if unknown:
+        inbox.reject_many(unknown, source="batch")
+
+
+def _result_entry(index: int, outcome: RecordResult | BillingError | None) -> dict[str, Any]:
+    if isinstance(outcome, RecordResult):
+        return {
+            "index": index,
+            "outcome": "created" if outcome.created else "replayed",
+            "status": 201 if outcome.created else 200,
+            "usage": usage_body(outcome),
+        }
+    return {
+        "index": index,
+        "outcome": "error",
+        "status": status_of(outcome),
+        "error": error_body(outcome),
+    }
+
+
+# --- Jobs and the quota check --------------------------------------------------------
+
+
+class JobIn(Schema):
+    company: str | None = Field(None, description="Defaults to the key's company for company keys.")
+    job_id: str | None = Field(None, description="UUID; generated when absent.")
+    title: str = Field(..., min_length=1, max_length=300)
+    draft_job_id: str | None = Field(None, max_length=255)
+
+
+class JobOut(Schema):
+    id: str
+    company: str
+    title: str
+    draft_job_id: str | None
+    created: bool
+    linked_usage_rows: int
+
+
+@router.post("/jobs", response={200: JobOut, 201: JobOut}, tags=["jobs"])
+def save_job_view(request: HttpRequest, payload: JobIn):
+    """The main product saved a job: create it and link its draft usage (idempotent on id)."""
+    company = company_for(request, payload.company)
+    result = save_job(
+        company=company,
+        title=payload.title,
+        job_id=payload.job_id,
+        draft_job_id=payload.draft_job_id or None,
+    )
+    job = result.job
+    body = {
+        "id": str(job.pk),
+        "company": str(company.pk),
+        "title": job.title,
+        "draft_job_id": job.draft_id,
+        "created": result.created,
+        "linked_usage_rows": result.linked_usage_rows,
+    }
+    return Status(201 if result.created else 200, body)
+
+
+class LimitsOut(Schema):
+    overdraft_allowance: str
+    monthly_spend_limit: str | None
+    low_balance_threshold: str
+
+
+class BalanceOut(Schema):
+    company: str
+    currency: str
+    balance: str
+    month_to_date_spend: str = Field(..., description="This month in the company's time zone.")
+    limits: LimitsOut
+    low_balance: bool
+    allowed: bool = Field(..., description="Whether a new generation may start now.")
+    reasons: list[str]
+
+
+@router.get("/companies/{company}/balance", response=BalanceOut, tags=["companies"])
+def balance_view(request: HttpRequest, company: str):
+    """Balance, month-to-date spend, limits and the quota check before a generation."""
+    target = company_for(request, company)
+    status = quota_status(target)
+    return {
+        "company": str(target.pk),
+        "currency": target.currency,
+        "balance": plain(status.balance),
+        "month_to_date_spend": plain(status.month_to_date_spend),
+        "limits": {
+            "overdraft_allowance": plain(status.overdraft_allowance),
+            "monthly_spend_limit": plain(status.monthly_spend_limit),
+            "low_balance_threshold": plain(status.low_balance_threshold),
+        },
+        "low_balance": status.low_balance,
+        "allowed": status.allowed,
+        "reasons": list(status.reasons),
+    }
