@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "billing",
     "usage",
+    "ops",
 ]
 
 MIDDLEWARE = [
@@ -163,3 +164,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# --- Operations -----------------------------------------------------------------
+# /healthz runs the full schema doctor at most this often (per cache).
+SCHEMA_DOCTOR_CACHE_SECONDS = env.int("SCHEMA_DOCTOR_CACHE_SECONDS", default=300)
