@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS
 
+from ops.commands import LoggedCommand
 from ops.doctor import diagnose
 
 
-class Command(BaseCommand):
+class Command(LoggedCommand):
     help = (
         "Compare the live database with the models and migrations and explain every "
         "difference (what is wrong, why it matters, the fix). Exit 1 when anything differs."
@@ -25,6 +26,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         findings = diagnose(options["database"])
+        self.summary = {"findings": len(findings), "codes": sorted({f.code for f in findings})}
         if options["json"]:
             payload = {"ok": not findings, "findings": [f.as_dict() for f in findings]}
             self.stdout.write(json.dumps(payload, indent=2))

@@ -6,12 +6,13 @@ import json
 import sys
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from ops.commands import LoggedCommand
 from usage.importer import ImportFileError, ImportOptions, ImportSummary, import_usage
 
 
-class Command(BaseCommand):
+class Command(LoggedCommand):
     help = (
         "Import usage from a CSV or JSON Lines file through the same recording service as "
         "the API. Re-running never double counts (the row id is the idempotency key). Rows "
