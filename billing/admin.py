@@ -18,6 +18,19 @@ from billing.models import (
     ModelPrice,
 )
 from billing.money import format_money
+from billing.services import audit_changes, snapshot
+
+# Staff edits of these are recorded in the audit trail with before and after.
+CREDIT_POLICY_FIELDS = ["low_balance_threshold", "overdraft_allowance", "monthly_spend_limit"]
+PRICE_FIELDS = [
+    "model",
+    "input_per_million",
+    "cached_input_per_million",
+    "output_per_million",
+    "currency",
+    "effective_from",
+    "effective_to",
+]
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -63,6 +76,18 @@ class CompanyAdmin(admin.ModelAdmin):
         ("Timestamps", {"fields": ["created_at", "updated_at"]}),
     ]
 
+    def save_model(self, request, obj: Company, form, change: bool) -> None:
+        before = snapshot(Company.objects.get(pk=obj.pk), CREDIT_POLICY_FIELDS) if change else {}
+        super().save_model(request, obj, form, change)
+        audit_changes(
+            action="company.credit_policy.change" if change else "company.create",
+            actor=request.user,
+            obj=obj,
+            company=obj,
+            before=before,
+            after=snapshot(obj, CREDIT_POLICY_FIELDS),
+        )
+
     @admin.display(description="Balance", ordering="credit_balance__balance")
     def balance_display(self, obj: Company) -> str:
         balance = getattr(obj, "credit_balance", None)
@@ -92,6 +117,33 @@ class ModelPriceAdmin(admin.ModelAdmin):
     search_fields = ["model"]
     date_hierarchy = "effective_from"
     readonly_fields = ["created_at", "created_by"]
+
+    def save_model(self, request, obj: ModelPrice, form, change: bool) -> None:
+        before = snapshot(ModelPrice.objects.get(pk=obj.pk), PRICE_FIELDS) if change else {}
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+        audit_changes(
+            action="model_price.change" if change else "model_price.create",
+            actor=request.user,
+            obj=obj,
+            before=before,
+            after=snapshot(obj, PRICE_FIELDS),
+        )
+
+    def delete_model(self, request, obj: ModelPrice) -> None:
+        audit_changes(
+            action="model_price.delete",
+            actor=request.user,
+            obj=obj,
+            before=snapshot(obj, PRICE_FIELDS),
+            after=dict.fromkeys(PRICE_FIELDS),
+        )
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for price in queryset:
+            self.delete_model(request, price)
 
 
 @admin.register(CreditBalance)
@@ -150,3 +202,4 @@ class AuditEventAdmin(ReadOnlyAdmin):
     search_fields = ["action", "object_id", "company__name", "actor__username", "actor_label"]
     list_select_related = ["actor", "company"]
     date_hierarchy = "created_at"
+    show_full_result_count = False
