@@ -33,6 +33,45 @@ PRICE_FIELDS = [
 ]
 
 
+class AuditedAdmin(admin.ModelAdmin):
+    """Records staff edits of `audited_fields` (before and after) in the audit trail.
+
+    Runs inside the admin's transaction for the save, so the change and its
+    audit event commit together.
+    """
+
+    audited_fields: list[str] = []
+    audit_prefix = ""  # e.g. "model_price" -> model_price.create / .change / .delete
+
+    def audit_company(self, obj) -> Company | None:
+        return None
+
+    def save_model(self, request, obj, form, change: bool) -> None:
+        fields = self.audited_fields
+        before = snapshot(type(obj).objects.get(pk=obj.pk), fields) if change else {}
+        super().save_model(request, obj, form, change)
+        self._audit(request, obj, "change" if change else "create", before, snapshot(obj, fields))
+
+    def delete_model(self, request, obj) -> None:
+        before = snapshot(obj, self.audited_fields)
+        self._audit(request, obj, "delete", before, dict.fromkeys(self.audited_fields))
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for obj in queryset:  # one audit event per deleted object
+            self.delete_model(request, obj)
+
+    def _audit(self, request, obj, verb: str, before: dict, after: dict) -> None:
+        audit_changes(
+            action=f"{self.audit_prefix}.{verb}",
+            actor=request.user,
+            obj=obj,
+            company=self.audit_company(obj),
+            before=before,
+            after=after,
+        )
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """For append-only records: viewable, never added, changed or deleted here."""
 
@@ -53,7 +92,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Company)
-class CompanyAdmin(admin.ModelAdmin):
+class CompanyAdmin(AuditedAdmin):
     list_display = ["name", "external_id", "timezone", "balance_display", "is_active", "created_at"]
     list_filter = ["is_active", "timezone"]
     search_fields = ["name", "external_id", "id"]
@@ -76,17 +115,11 @@ class CompanyAdmin(admin.ModelAdmin):
         ("Timestamps", {"fields": ["created_at", "updated_at"]}),
     ]
 
-    def save_model(self, request, obj: Company, form, change: bool) -> None:
-        before = snapshot(Company.objects.get(pk=obj.pk), CREDIT_POLICY_FIELDS) if change else {}
-        super().save_model(request, obj, form, change)
-        audit_changes(
-            action="company.credit_policy.change" if change else "company.create",
-            actor=request.user,
-            obj=obj,
-            company=obj,
-            before=before,
-            after=snapshot(obj, CREDIT_POLICY_FIELDS),
-        )
+    audited_fields = CREDIT_POLICY_FIELDS
+    audit_prefix = "company.credit_policy"
+
+    def audit_company(self, obj: Company) -> Company:
+        return obj
 
     @admin.display(description="Balance", ordering="credit_balance__balance")
     def balance_display(self, obj: Company) -> str:
@@ -104,7 +137,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(AuditedAdmin):
     list_display = [
         "model",
         "input_per_million",
@@ -118,32 +151,13 @@ class ModelPriceAdmin(admin.ModelAdmin):
     date_hierarchy = "effective_from"
     readonly_fields = ["created_at", "created_by"]
 
+    audited_fields = PRICE_FIELDS
+    audit_prefix = "model_price"
+
     def save_model(self, request, obj: ModelPrice, form, change: bool) -> None:
-        before = snapshot(ModelPrice.objects.get(pk=obj.pk), PRICE_FIELDS) if change else {}
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
-        audit_changes(
-            action="model_price.change" if change else "model_price.create",
-            actor=request.user,
-            obj=obj,
-            before=before,
-            after=snapshot(obj, PRICE_FIELDS),
-        )
-
-    def delete_model(self, request, obj: ModelPrice) -> None:
-        audit_changes(
-            action="model_price.delete",
-            actor=request.user,
-            obj=obj,
-            before=snapshot(obj, PRICE_FIELDS),
-            after=dict.fromkeys(PRICE_FIELDS),
-        )
-        super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset) -> None:
-        for price in queryset:
-            self.delete_model(request, price)
 
 
 @admin.register(CreditBalance)

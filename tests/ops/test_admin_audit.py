@@ -69,6 +69,15 @@ def test_credit_policy_change_is_audited_with_before_and_after(staff_client):
     assert "low_balance_threshold" not in event.after  # unchanged fields are not listed
 
 
+def test_company_created_in_the_admin_records_its_credit_policy(staff_client):
+    data = company_form(make_company(), name="New Co", external_id="org_new")
+    response = staff_client.post("/admin/billing/company/add/", data)
+    assert response.status_code == 302, response.content[:2000]
+    event = AuditEvent.objects.get(action="company.credit_policy.create")
+    assert event.company.external_id == "org_new" and event.before is None
+    assert event.after == {"low_balance_threshold": "10", "overdraft_allowance": "0"}
+
+
 def test_saving_a_company_without_policy_changes_writes_no_audit(staff_client):
     company = make_company()
     staff_client.post(
