@@ -49,7 +49,14 @@ from django.utils import timezone
 from billing.models import Company
 from billing.services import BillingError, CompanyNotFound, resolve_company
 from usage.models import QuestionGenerationUsage
-from usage.services import RecordResult, UsageEvent, cost_for, record_usage, validate_event
+from usage.services import (
+    RecordResult,
+    UsageEvent,
+    cost_for,
+    find_job_for,
+    record_usage,
+    validate_event,
+)
 
 NULLS = {"", "null", "none", "\\n"}
 # Source column -> our name. Our own names map to themselves.
@@ -383,6 +390,7 @@ def check_batch(batch: list[tuple[UsageEvent, Company]], *, debit: bool) -> list
     for event, company in batch:
         try:
             cost = validate_event(event, now=now)
+            find_job_for(company, job_id=event.job_id, draft_job_id=event.draft_job_id)
         except BillingError as exc:
             outcomes.append(exc)
             continue

@@ -300,12 +300,17 @@ def test_dry_run_validates_everything_and_writes_nothing(tmp_path, company, pric
         f"{HEADER}\n"
         f"1,{company.pk},,d,1000,500,,1,,gpt-test,{stamp()}\n"
         f"2,{company.pk},,d,1000,500,,1,,gpt-test,{stamp()}\n"
-        f"3,nobody,,d,1,1,,1,,gpt-test,{stamp()}\n",
+        f"3,nobody,,d,1,1,,1,,gpt-test,{stamp()}\n"
+        f"4,{company.pk},{make_job(make_company()).pk},,1,1,,1,,gpt-test,{stamp()}\n",
         "b.csv",
     )
     before = (QuestionGenerationUsage.objects.count(), LedgerEntry.objects.count())
     summary = run(path, dry_run=True)
-    assert (summary.imported, summary.replayed, summary.rejected) == (1, 1, 1)
+    assert (summary.imported, summary.replayed, summary.rejected) == (1, 1, 2)
+    assert [r["_reason"].split(":")[0] for r in rejects(summary)] == [
+        "unknown company 'nobody' (neither a company id nor an external id)",
+        "job_of_another_company",
+    ]
     assert summary.total_cost == Decimal("0.0075")
     assert (QuestionGenerationUsage.objects.count(), LedgerEntry.objects.count()) == before
 
