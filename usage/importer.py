@@ -47,13 +47,14 @@ from typing import IO, Any
 from django.utils import timezone
 
 from billing.models import Company
-from billing.services import BillingError, CompanyNotFound, resolve_company
+from billing.services import BillingError, CompanyNotFound, IdempotencyConflict, resolve_company
 from usage.models import QuestionGenerationUsage
 from usage.services import (
     RecordResult,
     UsageEvent,
     cost_for,
     find_job_for,
+    fingerprint,
     record_usage,
     validate_event,
 )
@@ -384,30 +385,40 @@ def record_batch(batch: list[tuple[UsageEvent, Company]], *, debit: bool) -> lis
 
 
 def check_batch(batch: list[tuple[UsageEvent, Company]], *, debit: bool) -> list[Outcome]:
-    """The dry run's stand-in for record_batch: validate, and look for replays; write nothing."""
+    """The dry run's stand-in for record_batch: the same checks, no writes."""
     now = timezone.now()
     outcomes: list[Outcome] = []
     for event, company in batch:
         try:
-            cost = validate_event(event, now=now)
-            find_job_for(company, job_id=event.job_id, draft_job_id=event.draft_job_id)
+            outcomes.append(_check_one(event, company, now))
         except BillingError as exc:
             outcomes.append(exc)
-            continue
-        existing = QuestionGenerationUsage.objects.filter(
-            company=company, idempotency_key=event.idempotency_key
-        ).first()
-        if cost is None and existing is None:
-            cost, _ = cost_for(
-                model=event.model,
-                at=event.occurred_at or now,
-                prompt_tokens=event.prompt_tokens,
-                cached_prompt_tokens=event.cached_prompt_tokens,
-                completion_tokens=event.completion_tokens,
-            )
-        usage = existing or QuestionGenerationUsage(company=company, cost=cost)
-        outcomes.append(RecordResult(usage=usage, created=existing is None, balance=Decimal(0)))
     return outcomes
+
+
+def _check_one(event: UsageEvent, company: Company, now: datetime) -> RecordResult:
+    reported = validate_event(event, now=now)
+    find_job_for(company, job_id=event.job_id, draft_job_id=event.draft_job_id)
+    existing = QuestionGenerationUsage.objects.filter(
+        company=company, idempotency_key=event.idempotency_key
+    ).first()
+    if existing is not None:
+        if existing.request_fingerprint not in ("", fingerprint(event, company, reported)):
+            raise IdempotencyConflict(
+                f"Idempotency key {event.idempotency_key!r} was already used for a different usage event."
+            )
+        return RecordResult(usage=existing, created=False, balance=Decimal(0))
+    cost = reported
+    if cost is None:
+        cost, _ = cost_for(
+            model=event.model,
+            at=event.occurred_at or now,
+            prompt_tokens=event.prompt_tokens,
+            cached_prompt_tokens=event.cached_prompt_tokens,
+            completion_tokens=event.completion_tokens,
+        )
+    usage = QuestionGenerationUsage(company=company, cost=cost)
+    return RecordResult(usage=usage, created=True, balance=Decimal(0))
 
 
 # --- The import ------------------------------------------------------------------------------

@@ -294,20 +294,23 @@ def test_jsonl_detected_from_content_with_bad_lines(tmp_path, company, price):
 
 
 def test_dry_run_validates_everything_and_writes_nothing(tmp_path, company, price):
-    run(write(tmp_path, f"{HEADER}\n1,{company.pk},,d,1000,500,,1,,gpt-test,{stamp()}\n", "a.csv"))
+    when = stamp()
+    run(write(tmp_path, f"{HEADER}\n1,{company.pk},,d,1000,500,,1,,gpt-test,{when}\n", "a.csv"))
     path = write(
         tmp_path,
         f"{HEADER}\n"
-        f"1,{company.pk},,d,1000,500,,1,,gpt-test,{stamp()}\n"
-        f"2,{company.pk},,d,1000,500,,1,,gpt-test,{stamp()}\n"
+        f"1,{company.pk},,d,1000,500,,1,,gpt-test,{when}\n"
+        f"2,{company.pk},,d,1000,500,,1,,gpt-test,{when}\n"
+        f"1,{company.pk},,d,999,500,,1,,gpt-test,{when}\n"
         f"3,nobody,,d,1,1,,1,,gpt-test,{stamp()}\n"
         f"4,{company.pk},{make_job(make_company()).pk},,1,1,,1,,gpt-test,{stamp()}\n",
         "b.csv",
     )
     before = (QuestionGenerationUsage.objects.count(), LedgerEntry.objects.count())
     summary = run(path, dry_run=True)
-    assert (summary.imported, summary.replayed, summary.rejected) == (1, 1, 2)
+    assert (summary.imported, summary.replayed, summary.rejected) == (1, 1, 3)
     assert [r["_reason"].split(":")[0] for r in rejects(summary)] == [
+        "idempotency_conflict",
         "unknown company 'nobody' (neither a company id nor an external id)",
         "job_of_another_company",
     ]
