@@ -27,6 +27,7 @@ from django.apps import apps
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.migrations.executor import MigrationExecutor
+from django.db.migrations.loader import MigrationLoader
 from django.db.models import CheckConstraint, Field, Index, Model, UniqueConstraint
 
 ERROR = "error"
@@ -115,7 +116,22 @@ def _explain_pending_fake(finding: Finding, structural: list[Finding]) -> Findin
         f"running it: `python manage.py migrate {app} {migration} --fake`. If unsure, "
         f"restore a backup into a scratch database and run `migrate {app}` there first."
     )
+    unverifiable = _unverifiable_operations(app, migration)
+    if unverifiable:
+        fix += (
+            f" Careful: it also runs {', '.join(unverifiable)}, whose effects the doctor "
+            "cannot see; faking skips them, so check by hand that they were done."
+        )
     return Finding(**{**finding.as_dict(), "fix": fix})
+
+
+def _unverifiable_operations(app: str, name: str) -> list[str]:
+    """RunPython/RunSQL steps of a migration (data changes), except the guards checked here."""
+    if (app, name) == ("billing", "0002_database_guards"):
+        return []
+    migration = MigrationLoader(None, ignore_no_migrations=True).get_migration(app, name)
+    kinds = {type(op).__name__ for op in migration.operations}
+    return sorted(kinds & {"RunPython", "RunSQL"})
 
 
 def _mention_pending(finding: Finding, pending_apps: set[str]) -> Finding:

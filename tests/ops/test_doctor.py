@@ -292,3 +292,25 @@ def test_healthz_reports_drift_from_the_cached_doctor(client):
     assert response.status_code == 200
     assert response.json()["status"] == "degraded"
     assert response.json()["schema"]["codes"] == ["missing_index"]
+
+
+def test_skipped_guard_migration_with_guards_in_place_can_be_faked():
+    MigrationRecorder(connection).migration_qs.filter(
+        app="billing", name="0002_database_guards"
+    ).delete()
+    findings = diagnose()
+    assert [(f.code, f.name) for f in findings] == [
+        ("unapplied_migration", "billing.0002_database_guards")
+    ]
+    assert "migrate billing 0002_database_guards --fake" in findings[0].fix
+    assert "Careful" not in findings[0].fix  # its guards are checked, and present
+
+
+def test_faking_advice_warns_about_data_steps_it_cannot_verify():
+    # contenttypes 0002 has a RunPython step: faking it would skip that step.
+    MigrationRecorder(connection).migration_qs.filter(
+        app="contenttypes", name="0002_remove_content_type_name"
+    ).delete()
+    finding = only_finding()
+    assert finding.name == "contenttypes.0002_remove_content_type_name"
+    assert "--fake" in finding.fix and "Careful: it also runs RunPython" in finding.fix
