@@ -428,7 +428,10 @@ def _check_foreign_key(connection, model, f: Field, constraints: dict) -> list[F
                 f"in {wrong[0]} fails with a foreign key violation. Do not drop the key to make "
                 "inserts pass; point it at the right table."
             ),
-            fix="Repoint the key: count rows with no match in the right table, drop the wrong key, add the right one.",
+            fix=(
+                "Repoint the key, in one transaction (BEGIN; ... COMMIT;): count rows with no "
+                "match in the right table (repair them first), drop the wrong key, add the right one."
+            ),
             sql=[orphans, *drop, *create],
         )
     ]
