@@ -18,6 +18,58 @@ from billing.models import (
     ModelPrice,
 )
 from billing.money import format_money
+from billing.services import audit_changes, snapshot
+
+# Staff edits of these are recorded in the audit trail with before and after.
+CREDIT_POLICY_FIELDS = ["low_balance_threshold", "overdraft_allowance", "monthly_spend_limit"]
+PRICE_FIELDS = [
+    "model",
+    "input_per_million",
+    "cached_input_per_million",
+    "output_per_million",
+    "currency",
+    "effective_from",
+    "effective_to",
+]
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Records staff edits of `audited_fields` (before and after) in the audit trail.
+
+    Runs inside the admin's transaction for the save, so the change and its
+    audit event commit together.
+    """
+
+    audited_fields: list[str] = []
+    audit_prefix = ""  # e.g. "model_price" -> model_price.create / .change / .delete
+
+    def audit_company(self, obj) -> Company | None:
+        return None
+
+    def save_model(self, request, obj, form, change: bool) -> None:
+        fields = self.audited_fields
+        before = snapshot(type(obj).objects.get(pk=obj.pk), fields) if change else {}
+        super().save_model(request, obj, form, change)
+        self._audit(request, obj, "change" if change else "create", before, snapshot(obj, fields))
+
+    def delete_model(self, request, obj) -> None:
+        before = snapshot(obj, self.audited_fields)
+        self._audit(request, obj, "delete", before, dict.fromkeys(self.audited_fields))
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for obj in queryset:  # one audit event per deleted object
+            self.delete_model(request, obj)
+
+    def _audit(self, request, obj, verb: str, before: dict, after: dict) -> None:
+        audit_changes(
+            action=f"{self.audit_prefix}.{verb}",
+            actor=request.user,
+            obj=obj,
+            company=self.audit_company(obj),
+            before=before,
+            after=after,
+        )
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -40,7 +92,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Company)
-class CompanyAdmin(admin.ModelAdmin):
+class CompanyAdmin(AuditedAdmin):
     list_display = ["name", "external_id", "timezone", "balance_display", "is_active", "created_at"]
     list_filter = ["is_active", "timezone"]
     search_fields = ["name", "external_id", "id"]
@@ -63,6 +115,12 @@ class CompanyAdmin(admin.ModelAdmin):
         ("Timestamps", {"fields": ["created_at", "updated_at"]}),
     ]
 
+    audited_fields = CREDIT_POLICY_FIELDS
+    audit_prefix = "company.credit_policy"
+
+    def audit_company(self, obj: Company) -> Company:
+        return obj
+
     @admin.display(description="Balance", ordering="credit_balance__balance")
     def balance_display(self, obj: Company) -> str:
         balance = getattr(obj, "credit_balance", None)
@@ -79,7 +137,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(AuditedAdmin):
     list_display = [
         "model",
         "input_per_million",
@@ -92,6 +150,14 @@ class ModelPriceAdmin(admin.ModelAdmin):
     search_fields = ["model"]
     date_hierarchy = "effective_from"
     readonly_fields = ["created_at", "created_by"]
+
+    audited_fields = PRICE_FIELDS
+    audit_prefix = "model_price"
+
+    def save_model(self, request, obj: ModelPrice, form, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(CreditBalance)
@@ -150,3 +216,4 @@ class AuditEventAdmin(ReadOnlyAdmin):
     search_fields = ["action", "object_id", "company__name", "actor__username", "actor_label"]
     list_select_related = ["actor", "company"]
     date_hierarchy = "created_at"
+    show_full_result_count = False

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -429,4 +430,46 @@ def record_audit(
         object_id=str(obj.pk) if obj is not None else "",
         before=before,
         after=after,
+    )
+
+
+def snapshot(obj, fields: list[str]) -> dict[str, Any]:
+    """JSON-safe values of `fields` on `obj` (Decimals and datetimes as exact strings)."""
+    return {name: _json_safe(getattr(obj, name)) for name in fields}
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")  # canonical: 10.000000 and 10 compare equal
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def audit_changes(
+    *,
+    action: str,
+    actor=None,
+    obj,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    company: Company | None = None,
+) -> AuditEvent | None:
+    """Record only the fields that changed, before and after; nothing if none did.
+
+    For staff edits in the admin (credit policy, model prices); call it in the
+    transaction of the change (the admin wraps each save in one).
+    """
+    changed = [name for name in after if before.get(name) != after[name]]
+    if not changed:
+        return None
+    return record_audit(
+        action=action,
+        actor=actor,
+        company=company,
+        obj=obj,
+        before={name: before.get(name) for name in changed} if before else None,
+        after={name: after[name] for name in changed},
     )

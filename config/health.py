@@ -1,17 +1,27 @@
-"""`GET /healthz`: does the database answer, and is every migration applied?
+"""`GET /healthz`: does the database answer, is every migration applied, does the schema match?
 
-A load balancer or uptime check calls it. An unapplied migration is reported
-here (503, naming the migrations) instead of surfacing as a crash on the
-first insert that needs the missing column.
+A load balancer or uptime check calls it, often every few seconds on every
+host, so it stays cheap: one connection check and the migration plan on each
+call (an unapplied migration answers 503, naming it), and the schema doctor's
+full catalog comparison at most once per SCHEMA_DOCTOR_CACHE_SECONDS per cache
+(shared through Redis in production). Schema drift is reported ("status":
+"degraded", HTTP 200) rather than failed: every host shares the one database,
+so a 503 for a missing index would take the whole site out of the balancer.
 """
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.cache import cache
 from django.db import DatabaseError, connections
-from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from ops.doctor import diagnose, unapplied_migrations
+
+SCHEMA_CACHE_KEY = "ops:healthz:schema:{alias}"
 
 
 def database_problems(alias: str = "default") -> list[str]:
@@ -19,13 +29,26 @@ def database_problems(alias: str = "default") -> list[str]:
     connection = connections[alias]
     try:
         connection.ensure_connection()
-        executor = MigrationExecutor(connection)
-        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        pending = unapplied_migrations(connection)
     except DatabaseError as exc:
         return [f"database unreachable: {exc.__class__.__name__}: {str(exc).strip()[:200]}"]
-    return [
-        f"migration not applied: {migration.app_label}.{migration.name}" for migration, _ in plan
-    ]
+    return [f"migration not applied: {app}.{name}" for app, name in pending]
+
+
+def schema_summary(alias: str = "default") -> dict:
+    """The schema doctor's verdict, cached: {"status", "findings", "codes", "checked_at"}."""
+    key = SCHEMA_CACHE_KEY.format(alias=alias)
+    summary = cache.get(key)
+    if summary is None:
+        findings = diagnose(alias)
+        summary = {
+            "status": "drift" if findings else "ok",
+            "findings": len(findings),
+            "codes": sorted({f.code for f in findings}),
+            "checked_at": timezone.now().isoformat(),
+        }
+        cache.set(key, summary, settings.SCHEMA_DOCTOR_CACHE_SECONDS)
+    return summary
 
 
 @never_cache
@@ -34,4 +57,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
     problems = database_problems()
     if problems:
         return JsonResponse({"status": "error", "problems": problems}, status=503)
-    return JsonResponse({"status": "ok", "database": connections["default"].vendor})
+    try:
+        schema = schema_summary()
+    except DatabaseError as exc:
+        return JsonResponse(
+            {"status": "error", "problems": [f"schema check failed: {exc}"]}, status=503
+        )
+    status = "ok" if schema["status"] == "ok" else "degraded"
+    return JsonResponse(
+        {"status": status, "database": connections["default"].vendor, "schema": schema}
+    )

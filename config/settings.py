@@ -14,6 +14,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from config.logging import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -45,10 +47,12 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "billing",
     "usage",
+    "ops",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "ops.middleware.RequestLogMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -85,6 +89,16 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Wait for a writer instead of failing at once; SQLite is the demo database.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+
+# A read replica for the billing page's reports (config/routers.py): reads inside
+# `use_replica()` go there; writes and migrations never do. Tests mirror it.
+REPLICA_DATABASE_URL = env.str("REPLICA_DATABASE_URL", default="")
+if REPLICA_DATABASE_URL:
+    DATABASES["replica"] = env.db_url_config(REPLICA_DATABASE_URL)
+    DATABASES["replica"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
+    DATABASES["replica"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["config.routers.ReplicaRouter"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -159,9 +173,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 # Requests per minute per API key (0 turns the limit off); counted in CACHES.
 API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=6000)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-}
+# One JSON object per line (config/logging.py); LOG_FORMAT=text for humans.
+LOGGING = logging_config(
+    level=env.str("LOG_LEVEL", default="INFO"),
+    fmt=env.str("LOG_FORMAT", default="text" if DEBUG else "json"),
+)
+
+# --- Operations -----------------------------------------------------------------
+# /healthz runs the full schema doctor at most this often (per cache).
+SCHEMA_DOCTOR_CACHE_SECONDS = env.int("SCHEMA_DOCTOR_CACHE_SECONDS", default=300)

@@ -6,10 +6,12 @@ import os
 import secrets
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
+
+from ops.commands import LoggedCommand
 
 
-class Command(BaseCommand):
+class Command(LoggedCommand):
     help = (
         "Create the admin superuser if it does not exist. The password comes from "
         "ADMIN_PASSWORD, or is generated and printed once."

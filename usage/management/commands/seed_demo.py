@@ -13,12 +13,13 @@ import sys
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
 from billing.models import Company, LedgerEntry, ModelPrice
 from billing.services import post_entry
+from ops.commands import LoggedCommand
 from usage.models import Job, QuestionGenerationUsage
 from usage.services import UsageEvent, record_usage, save_job
 
@@ -53,7 +54,7 @@ JOB_TITLES = [
 ]
 
 
-class Command(BaseCommand):
+class Command(LoggedCommand):
     help = "Create a realistic demo world (companies, prices, jobs, usage, credits). Deterministic with --seed."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -92,6 +93,7 @@ class Command(BaseCommand):
         jobs = {c.pk: _seed_jobs(c, rng) for c in companies}
         recorded = self._seed_usage(companies, jobs, rng, start, now, options["usage_rows"])
         lost = _save_some_drafts_without_reconciling(companies, rng)
+        self.summary = {"companies": len(companies), "generations": recorded, "unreconciled": lost}
         self.stdout.write(
             self.style.SUCCESS(
                 f"Seeded {len(companies)} companies, {sum(len(j) for j in jobs.values())} jobs, "

@@ -1,0 +1,1 @@
+"""Operations: the schema doctor, the usage importer's command, logs, health."""

@@ -1,0 +1,83 @@
+"""The replica router: report reads go to `replica` inside use_replica(); writes never do."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.test.utils import CaptureQueriesContext
+
+from billing.models import Company
+from config.routers import REPLICA_ALIAS, ReplicaRouter, use_replica
+from tests.conftest import make_company, requires_postgres
+
+
+@pytest.fixture
+def replica_alias():
+    """tests/ops/conftest.py adds the mirrored `replica` alias for this package."""
+    assert REPLICA_ALIAS in connections.settings
+    yield REPLICA_ALIAS
+    connections[REPLICA_ALIAS].close()  # or the test database cannot be dropped
+
+
+def test_without_a_replica_everything_uses_the_primary(monkeypatch):
+    monkeypatch.delitem(connections.settings, REPLICA_ALIAS)
+    router = ReplicaRouter()
+    with use_replica():
+        assert router.db_for_read(Company) is None
+        assert Company.objects.all().db == DEFAULT_DB_ALIAS
+
+
+def test_routing_decisions_with_a_replica(replica_alias):
+    router = ReplicaRouter()
+    assert router.db_for_read(Company) is None
+    with use_replica():
+        assert router.db_for_read(Company) == REPLICA_ALIAS
+        assert Company.objects.all().db == REPLICA_ALIAS
+        assert router.db_for_write(Company) == DEFAULT_DB_ALIAS
+        assert Company.objects.db_manager().db_manager(None)._db is None
+    assert Company.objects.all().db == DEFAULT_DB_ALIAS
+    assert router.allow_migrate(REPLICA_ALIAS, "billing") is False
+    assert router.allow_migrate(DEFAULT_DB_ALIAS, "billing") is None
+
+
+def test_decorator_and_nesting(replica_alias):
+    @use_replica()
+    def report():
+        return Company.objects.all().db
+
+    assert report() == REPLICA_ALIAS
+    with use_replica():
+        with use_replica():
+            pass
+        assert Company.objects.all().db == REPLICA_ALIAS  # still inside the outer block
+    assert Company.objects.all().db == DEFAULT_DB_ALIAS
+
+
+def test_the_opt_in_does_not_leak_into_other_threads(replica_alias):
+    seen = []
+    with use_replica():
+        thread = threading.Thread(target=lambda: seen.append(Company.objects.all().db))
+        thread.start()
+        thread.join()
+    assert seen == [DEFAULT_DB_ALIAS]
+
+
+@requires_postgres  # SQLite's shared in-memory test database locks across connections
+@pytest.mark.django_db(databases=[DEFAULT_DB_ALIAS, REPLICA_ALIAS])
+def test_reads_run_on_the_replica_connection_and_writes_on_the_primary(replica_alias):
+    company = make_company(name="Primary")
+    with use_replica():
+        with (
+            CaptureQueriesContext(connections[REPLICA_ALIAS]) as on_replica,
+            CaptureQueriesContext(connections[DEFAULT_DB_ALIAS]) as on_primary,
+        ):
+            # The replica is a second connection: it cannot see the test's uncommitted
+            # company, which shows the read really went there.
+            assert not Company.objects.filter(pk=company.pk).exists()
+            Company.objects.filter(pk=company.pk).update(name="Renamed")
+    assert len(on_replica) == 1 and on_replica[0]["sql"].startswith("SELECT")
+    assert len(on_primary) == 1 and on_primary[0]["sql"].startswith("UPDATE")
+    company.refresh_from_db()
+    assert company.name == "Renamed"

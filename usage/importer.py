@@ -1,0 +1,595 @@
+"""Importing usage exported from an existing system (CSV or JSON Lines).
+
+Every row goes through the same recording service as the API
+(:func:`usage.services.record_usage`), so an imported generation is validated,
+priced, rolled up and (unless ``debit=False``) debited exactly like a live one.
+
+Decisions, documented in the README's "Operations" section:
+
+- The source row's ``id`` becomes the idempotency key ``import:<id>`` (an
+  ``idempotency_key`` column wins if present), so re-running an import, or
+  importing a file twice, never double counts: those rows are "replayed".
+  A row without either is rejected (re-running it could not be safe).
+- ``total_tokens`` must equal ``prompt_tokens + completion_tokens`` (cached
+  tokens are part of the prompt); when exactly one of those two is missing it
+  is derived from the total. A mismatch is a rejected row, never a guess.
+- Timestamps must carry an offset, as in the API. A naive timestamp is
+  rejected unless the operator names its zone (``assume_tz``). Unix epoch
+  seconds are accepted as UTC. A row without a timestamp is rejected: history
+  stamped with the import time would land in the wrong month.
+- "", "NULL", "null", "None" and "\\N" mean no value.
+- A reported ``cost`` is used as is (rounded once to 12 places by
+  billing.money); without one the row is priced from the model price table.
+- Rows that cannot be imported (unknown company, bad numbers, conflicting
+  duplicate ids, ...) go to the reject file with their line number and the
+  reason, in the input's own format, so the fixed file can be imported again.
+  They are not added to the API's RejectedEvent inbox: that inbox exists for
+  senders that cannot retry; an import is retried by re-running it.
+
+Memory stays flat: the file is streamed (one pre-scan pass for the encoding,
+one pass to import), rows are recorded in batches, and only counters are kept.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import zoneinfo
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+from django.utils import timezone
+
+from billing.models import Company
+from billing.services import BillingError, CompanyNotFound, IdempotencyConflict, resolve_company
+from usage.models import QuestionGenerationUsage
+from usage.services import (
+    RecordResult,
+    UsageEvent,
+    cost_for,
+    find_job_for,
+    fingerprint,
+    record_usage,
+    validate_event,
+)
+
+NULLS = {"", "null", "none", "\\n"}
+# Source column -> our name. Our own names map to themselves.
+COLUMN_ALIASES = {
+    "company_id": "company",
+    "organization_id": "company",
+    "model_used": "model",
+    "created_at": "occurred_at",
+    "timestamp": "occurred_at",
+}
+KNOWN_COLUMNS = {
+    "id",
+    "idempotency_key",
+    "company",
+    "job_id",
+    "draft_job_id",
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "question_count",
+    "cost",
+    "model",
+    "occurred_at",
+    "metadata",
+    "processing_time_ms",
+}
+REQUIRED_COLUMNS = {"company", "model", "occurred_at"}
+SNIFF_BYTES = 64 * 1024
+
+
+class ImportFileError(Exception):
+    """The file as a whole cannot be imported (unreadable, missing columns)."""
+
+
+class RowError(Exception):
+    """One row cannot be imported; the message is the reason in the reject file.
+
+    `raw` keeps what could not even be parsed (the CSV fields, the JSON text),
+    so that the reject file still holds the row.
+    """
+
+    def __init__(self, reason: str, raw: list[str] | str | None = None) -> None:
+        super().__init__(reason)
+        self.raw = raw
+
+
+@dataclass
+class ImportSummary:
+    path: str
+    format: str
+    encoding: str
+    rows: int = 0
+    imported: int = 0
+    replayed: int = 0
+    rejected: int = 0
+    unpriced: int = 0
+    total_cost: Decimal = Decimal(0)
+    debit: bool = True
+    dry_run: bool = False
+    rejects_path: str | None = None
+    ignored_columns: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["total_cost"] = str(self.total_cost)
+        return data
+
+
+# --- Encoding and format --------------------------------------------------------------
+
+
+def detect_encoding(path: Path) -> tuple[str, str | None]:
+    """(encoding, warning): utf-8-sig with a BOM, utf-8 if it all decodes, else cp1252/latin-1.
+
+    Streams the whole file once in chunks, so a bad byte at the end is found
+    before any row is imported, with flat memory.
+    """
+    with path.open("rb") as handle:
+        if handle.read(3) == codecs.BOM_UTF8:
+            return "utf-8-sig", None
+    for encoding in ("utf-8", "cp1252"):
+        if _decodes(path, encoding):
+            if encoding == "utf-8":
+                return encoding, None
+            return encoding, "file is not UTF-8; read as Windows-1252 (cp1252)"
+    return "latin-1", "file is neither UTF-8 nor Windows-1252; read as Latin-1"
+
+
+def _decodes(path: Path, encoding: str) -> bool:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def detect_format(path: Path, encoding: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix in {".csv", ".tsv", ".txt"}:
+        return "csv"
+    if suffix in {".jsonl", ".ndjson", ".json"}:
+        return "jsonl"
+    with path.open(encoding=encoding, newline="") as handle:
+        head = handle.read(SNIFF_BYTES).lstrip()
+    return "jsonl" if head.startswith("{") else "csv"
+
+
+# --- Reading rows ------------------------------------------------------------------------
+
+Row = tuple[int, dict[str, Any]]  # (line number, raw values by source column)
+
+
+def read_csv(handle: IO[str], header_out: list[str]) -> Iterator[Row | tuple[int, RowError]]:
+    sample = handle.read(SNIFF_BYTES)
+    handle.seek(0)
+    reader = csv.reader(handle, delimiter=_delimiter(sample))
+    header = next((r for r in reader if any(c.strip() for c in r)), None)
+    if header is None:
+        return
+    header_out.extend(header)
+    names = [normalise_column(h) for h in header]
+    line = reader.line_num
+    for record in reader:
+        start, line = line + 1, reader.line_num
+        if not any(cell.strip() for cell in record):
+            continue  # blank line
+        if len(record) != len(names):
+            yield start, RowError(f"expected {len(names)} fields, found {len(record)}", record)
+            continue
+        yield start, dict(zip(names, record, strict=True))
+
+
+def _delimiter(sample: str) -> str:
+    """The header line's most frequent of , ; tab | (csv.Sniffer misreads quoted JSON)."""
+    header = next((line for line in sample.splitlines() if line.strip()), "")
+    return max([",", ";", "\t", "|"], key=header.count) if header else ","
+
+
+def read_jsonl(handle: IO[str]) -> Iterator[Row | tuple[int, RowError]]:
+    for number, text in enumerate(handle, 1):
+        if not text.strip():
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield (
+                number,
+                RowError(f"not valid JSON: {exc.msg} at column {exc.colno}", text.rstrip("\r\n")),
+            )
+            continue
+        if not isinstance(value, dict):
+            yield number, RowError("each line must be a JSON object", text.rstrip("\r\n"))
+            continue
+        yield number, {normalise_column(k): v for k, v in value.items()}
+
+
+def normalise_column(name: str) -> str:
+    text = str(name).strip().lstrip("\ufeff").lower().replace(" ", "_").replace("-", "_")
+    return COLUMN_ALIASES.get(text, text)
+
+
+# --- One row -> one event ------------------------------------------------------------------
+
+
+def _value(row: dict[str, Any], name: str) -> Any:
+    value = row.get(name)
+    if isinstance(value, str):
+        value = value.strip()
+        if value.lower() in NULLS:
+            return None
+    return value
+
+
+def _int(row: dict[str, Any], name: str) -> int | None:
+    value = _value(row, name)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise RowError(f"{name} must be a whole number, got {value!r}")
+    try:
+        number = Decimal(str(value))
+    except ArithmeticError:
+        raise RowError(f"{name} must be a whole number, got {value!r}")
+    if not number.is_finite() or number != number.to_integral_value():
+        raise RowError(f"{name} must be a whole number, got {value!r}")
+    return int(number)
+
+
+def _tokens(row: dict[str, Any]) -> tuple[int, int]:
+    prompt, completion = _int(row, "prompt_tokens"), _int(row, "completion_tokens")
+    total = _int(row, "total_tokens")
+    if total is not None:
+        if prompt is None and completion is not None:
+            prompt = total - completion
+        elif completion is None and prompt is not None:
+            completion = total - prompt
+        elif prompt is not None and completion is not None and prompt + completion != total:
+            raise RowError(
+                f"total_tokens {total} is not prompt_tokens {prompt} + completion_tokens {completion}"
+            )
+    if prompt is None or completion is None:
+        raise RowError(
+            "prompt_tokens and completion_tokens are required (or one of them and total_tokens)"
+        )
+    return prompt, completion
+
+
+def _timestamp(row: dict[str, Any], assume_tz: zoneinfo.ZoneInfo | None) -> datetime:
+    value = _value(row, "occurred_at")
+    if value is None:
+        raise RowError("created_at/occurred_at is required")
+    if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
+        return datetime.fromtimestamp(float(value), tz=UTC)
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise RowError(f"created_at {value!r} is not an ISO 8601 timestamp")
+    if timezone.is_naive(moment):
+        if assume_tz is None:
+            raise RowError(
+                f"created_at {value!r} has no UTC offset (add one, or import with --assume-tz)"
+            )
+        moment = moment.replace(tzinfo=assume_tz)
+    return moment
+
+
+def _metadata(row: dict[str, Any]) -> dict:
+    value = _value(row, "metadata")
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise RowError("metadata is not valid JSON")
+    if not isinstance(value, dict):
+        raise RowError("metadata must be a JSON object")
+    return value
+
+
+def _text(row: dict[str, Any], name: str) -> str | None:
+    value = _value(row, name)
+    return None if value is None else str(value)
+
+
+def event_from_row(
+    row: dict[str, Any], *, assume_tz: zoneinfo.ZoneInfo | None = None
+) -> UsageEvent:
+    """The UsageEvent a source row describes; RowError naming the first problem."""
+    key = _text(row, "idempotency_key")
+    if key is None:
+        source_id = _text(row, "id")
+        if source_id is None:
+            raise RowError("id is required (it makes re-running the import safe)")
+        key = f"import:{source_id}"
+    company = _text(row, "company")
+    if company is None:
+        raise RowError("company_id is required")
+    prompt, completion = _tokens(row)
+    cost = _value(row, "cost")
+    return UsageEvent(
+        company=company,
+        idempotency_key=key,
+        model=_text(row, "model") or "",
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_prompt_tokens=_int(row, "cached_prompt_tokens") or 0,
+        question_count=_int(row, "question_count") or 0,
+        job_id=_text(row, "job_id"),
+        draft_job_id=_text(row, "draft_job_id"),
+        cost=None if cost is None else str(cost),
+        occurred_at=_timestamp(row, assume_tz),
+        metadata=_metadata(row),
+        processing_time_ms=_int(row, "processing_time_ms"),
+    )
+
+
+# --- Recording -------------------------------------------------------------------------------
+
+
+class CompanyCache:
+    """Companies by the reference a file uses (UUID or external id); misses cached too."""
+
+    LIMIT = 100_000
+
+    def __init__(self) -> None:
+        self._known: dict[str, Company | None] = {}
+
+    def get(self, ref: str) -> Company:
+        if ref not in self._known:
+            if len(self._known) >= self.LIMIT:
+                self._known.clear()
+            try:
+                self._known[ref] = resolve_company(ref)
+            except CompanyNotFound:
+                self._known[ref] = None
+        company = self._known[ref]
+        if company is None:
+            raise RowError(f"unknown company {ref!r} (neither a company id nor an external id)")
+        return company
+
+
+Outcome = RecordResult | BillingError
+
+
+def record_batch(batch: list[tuple[UsageEvent, Company]], *, debit: bool) -> list[Outcome]:
+    """Record a batch; one outcome per event, in order.
+
+    The one place that calls the recording service: switching to a set-based
+    `record_usage_batch` is a change of this function's body only.
+    """
+    outcomes: list[Outcome] = []
+    for event, company in batch:
+        try:
+            outcomes.append(record_usage(event, company=company, debit=debit))
+        except BillingError as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def check_batch(batch: list[tuple[UsageEvent, Company]], *, debit: bool) -> list[Outcome]:
+    """The dry run's stand-in for record_batch: the same checks, no writes."""
+    now = timezone.now()
+    outcomes: list[Outcome] = []
+    for event, company in batch:
+        try:
+            outcomes.append(_check_one(event, company, now))
+        except BillingError as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def _check_one(event: UsageEvent, company: Company, now: datetime) -> RecordResult:
+    reported = validate_event(event, now=now)
+    find_job_for(company, job_id=event.job_id, draft_job_id=event.draft_job_id)
+    existing = QuestionGenerationUsage.objects.filter(
+        company=company, idempotency_key=event.idempotency_key
+    ).first()
+    if existing is not None:
+        if existing.request_fingerprint not in ("", fingerprint(event, company, reported)):
+            raise IdempotencyConflict(
+                f"Idempotency key {event.idempotency_key!r} was already used for a different usage event."
+            )
+        return RecordResult(usage=existing, created=False, balance=Decimal(0))
+    cost = reported
+    if cost is None:
+        cost, _ = cost_for(
+            model=event.model,
+            at=event.occurred_at or now,
+            prompt_tokens=event.prompt_tokens,
+            cached_prompt_tokens=event.cached_prompt_tokens,
+            completion_tokens=event.completion_tokens,
+        )
+    usage = QuestionGenerationUsage(company=company, cost=cost)
+    return RecordResult(usage=usage, created=True, balance=Decimal(0))
+
+
+# --- The import ------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportOptions:
+    format: str | None = None  # "csv" | "jsonl" | None (detect)
+    debit: bool = True
+    dry_run: bool = False
+    batch_size: int = 500
+    rejects_path: Path | None = None
+    assume_tz: str | None = None
+    encoding: str | None = None  # override detection
+
+
+class RejectWriter:
+    """Rejected rows, in the input's format, with `_line` and `_reason` first."""
+
+    def __init__(self, path: Path, fmt: str, header: list[str]) -> None:
+        self.path, self.format, self.header = path, fmt, header
+        self._handle: IO[str] | None = None
+        self._csv = None
+
+    def write(self, line: int, reason: str, raw: dict[str, Any] | list[str] | str | None) -> None:
+        if self._handle is None:
+            self._handle = self.path.open("w", encoding="utf-8", newline="")
+            if self.format == "csv":
+                self._csv = csv.writer(self._handle)
+                self._csv.writerow(["_line", "_reason", *self.header])
+        if self._csv is not None:
+            values = list(raw.values()) if isinstance(raw, dict) else list(raw or [])
+            self._csv.writerow([line, reason, *values])
+            return
+        body = raw if isinstance(raw, dict) else {"_raw": raw}
+        self._handle.write(
+            json.dumps({"_line": line, "_reason": reason, **body}, default=str) + "\n"
+        )
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+    @property
+    def used(self) -> bool:
+        return self._handle is not None
+
+
+def import_usage(
+    path: Path,
+    options: ImportOptions,
+    *,
+    progress: Callable[[ImportSummary], None] | None = None,
+) -> ImportSummary:
+    """Import every row of `path`; see the module docstring for the rules."""
+    if not path.is_file():
+        raise ImportFileError(f"{path} is not a file")
+    encoding, warning = (options.encoding, None) if options.encoding else detect_encoding(path)
+    fmt = options.format or detect_format(path, encoding)
+    summary = ImportSummary(
+        path=str(path), format=fmt, encoding=encoding, debit=options.debit, dry_run=options.dry_run
+    )
+    if warning:
+        summary.warnings.append(warning)
+    assume_tz = _zone(options.assume_tz)
+    with path.open(encoding=encoding, newline="") as handle:
+        _Run(summary, options, assume_tz, progress).run(handle, path)
+    return summary
+
+
+def _zone(name: str | None) -> zoneinfo.ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ImportFileError(f"--assume-tz {name!r} is not a known IANA time zone")
+
+
+Pending = tuple[int, Any, "tuple[UsageEvent, Company] | RowError"]
+
+
+class _Run:
+    """One pass over the file: parse, batch, record, count, reject."""
+
+    def __init__(self, summary, options, assume_tz, progress) -> None:
+        self.summary, self.options, self.assume_tz = summary, options, assume_tz
+        self.progress = progress
+        self.companies = CompanyCache()
+        self.rejects: RejectWriter | None = None
+        self.ignored: set[str] = set()
+
+    def run(self, handle: io.TextIOBase, path: Path) -> None:
+        header: list[str] = []
+        rows = read_csv(handle, header) if self.summary.format == "csv" else read_jsonl(handle)
+        suffix = ".csv" if self.summary.format == "csv" else ".jsonl"
+        rejects_path = self.options.rejects_path or path.with_name(path.name + ".rejects" + suffix)
+        self.rejects = RejectWriter(rejects_path, self.summary.format, header)
+        batch: list[Pending] = []
+        try:
+            for line, raw in rows:
+                if not self.summary.rows:
+                    self._check_columns(header)
+                self.summary.rows += 1
+                batch.append(self._parse(line, raw))
+                if len(batch) >= self.options.batch_size:
+                    self._flush(batch)
+            self._flush(batch)
+        finally:
+            self.rejects.close()
+        if self.rejects.used:
+            self.summary.rejects_path = str(rejects_path)
+        self.summary.ignored_columns = sorted(self.ignored)
+
+    def _check_columns(self, header: list[str]) -> None:
+        """A CSV without a required column is refused before any row is imported."""
+        if self.summary.format != "csv":
+            return
+        names = {normalise_column(h) for h in header}
+        missing = REQUIRED_COLUMNS - names
+        if not names & {"id", "idempotency_key"}:
+            missing.add("id")
+        if missing:
+            raise ImportFileError(
+                "missing required column(s): " + ", ".join(sorted(_source_names(missing)))
+            )
+
+    def _parse(self, line: int, raw) -> Pending:
+        """The row's event and company, or the RowError that rejects it (kept in line order)."""
+        if isinstance(raw, RowError):
+            return line, raw.raw, raw
+        self.ignored.update(k for k in raw if k not in KNOWN_COLUMNS and not k.startswith("_"))
+        try:
+            event = event_from_row(raw, assume_tz=self.assume_tz)
+            return line, raw, (event, self.companies.get(event.company))
+        except RowError as exc:
+            return line, raw, exc
+
+    def _flush(self, batch: list[Pending]) -> None:
+        if not batch:
+            return
+        record = check_batch if self.options.dry_run else record_batch
+        valid = [parsed for _, _, parsed in batch if not isinstance(parsed, RowError)]
+        outcomes = iter(record(valid, debit=self.options.debit))
+        for line, raw, parsed in batch:
+            outcome = parsed if isinstance(parsed, RowError) else next(outcomes)
+            self._count(line, raw, outcome)
+        batch.clear()
+        if self.progress is not None:
+            self.progress(self.summary)
+
+    def _count(self, line: int, raw, outcome: Outcome | RowError) -> None:
+        if isinstance(outcome, RowError):
+            self._reject(line, str(outcome), raw)
+        elif isinstance(outcome, BillingError):
+            self._reject(line, f"{outcome.code}: {outcome.message}", raw)
+        elif outcome.created:
+            self.summary.imported += 1
+            if outcome.usage.cost is None:
+                self.summary.unpriced += 1
+            else:
+                self.summary.total_cost += outcome.usage.cost
+        else:
+            self.summary.replayed += 1
+
+    def _reject(self, line: int, reason: str, raw) -> None:
+        self.summary.rejected += 1
+        assert self.rejects is not None
+        self.rejects.write(line, reason, raw)
+
+
+def _source_names(names: set[str]) -> set[str]:
+    shown = {"company": "company_id", "model": "model_used", "occurred_at": "created_at"}
+    return {shown.get(n, n) for n in names}
