@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.db.models.signals import post_migrate
 from django.utils import timezone
 
 from billing.models import Company, LedgerEntry, ModelPrice
@@ -76,6 +77,37 @@ def give_credit(company: Company, amount: str = "100", kind: str = LedgerEntry.K
         amount=Decimal(amount),
         idempotency_key=f"credit-{next(_counter)}",
     ).entry
+
+
+def _is_transactional(request) -> bool:
+    marker = request.node.get_closest_marker("django_db")
+    if marker is not None and (marker.kwargs.get("transaction") or marker.args[:1] == (True,)):
+        return True
+    return bool({"transactional_db", "live_server"} & set(request.fixturenames))
+
+
+@pytest.fixture(autouse=True)
+def _flushable_ledger(request):
+    """Let a transactional test's flush TRUNCATE the append-only ledger.
+
+    The ledger's TRUNCATE trigger (billing migration 0002) refuses the flush
+    Django runs after a `transaction=True` or live-server test. The trigger is
+    disabled for that flush only and enabled again by the `post_migrate`
+    signal the flush sends when it is done. (Autouse fixtures of this conftest
+    are set up after pytest-django's, so this teardown runs before the flush.)
+    """
+    yield
+    if not _is_transactional(request) or connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE billing_ledgerentry DISABLE TRIGGER ledger_no_truncate")
+
+    def enable(**kwargs) -> None:
+        post_migrate.disconnect(dispatch_uid="flushable_ledger")
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE billing_ledgerentry ENABLE TRIGGER ledger_no_truncate")
+
+    post_migrate.connect(enable, weak=False, dispatch_uid="flushable_ledger")
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ from usage.services import (
     cost_for,
     find_job_for,
     fingerprint,
-    record_usage,
+    record_usage_batch,
     validate_event,
 )
 
@@ -370,18 +370,10 @@ Outcome = RecordResult | BillingError
 
 
 def record_batch(batch: list[tuple[UsageEvent, Company]], *, debit: bool) -> list[Outcome]:
-    """Record a batch; one outcome per event, in order.
-
-    The one place that calls the recording service: switching to a set-based
-    `record_usage_batch` is a change of this function's body only.
-    """
-    outcomes: list[Outcome] = []
-    for event, company in batch:
-        try:
-            outcomes.append(record_usage(event, company=company, debit=debit))
-        except BillingError as exc:
-            outcomes.append(exc)
-    return outcomes
+    """Record a batch set-based; one outcome per event, in order."""
+    events = [event for event, _ in batch]
+    companies = {event.company: company for event, company in batch}
+    return record_usage_batch(events, debit=debit, companies=companies)
 
 
 def check_batch(batch: list[tuple[UsageEvent, Company]], *, debit: bool) -> list[Outcome]:

@@ -6,8 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from django.db import connection
-from django.db.models.signals import post_migrate
 from django.test import Client
 
 from billing.services import create_api_key
@@ -76,25 +74,3 @@ def assert_error(response, status: int, code: str) -> dict:
     assert error["code"] == code and error["message"]
     assert isinstance(error["fields"], dict)
     return error
-
-
-@pytest.fixture
-def flushable_ledger():
-    """Let a `transaction=True` test's flush TRUNCATE the append-only ledger.
-
-    The ledger's TRUNCATE trigger (billing migration 0002) refuses Django's
-    flush after such a test. The trigger is disabled for that flush only and
-    enabled again by the `post_migrate` signal the flush sends when it is done.
-    """
-    yield
-    if connection.vendor != "postgresql":
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("ALTER TABLE billing_ledgerentry DISABLE TRIGGER ledger_no_truncate")
-
-    def enable(**kwargs) -> None:
-        post_migrate.disconnect(dispatch_uid="flushable_ledger")
-        with connection.cursor() as cursor:
-            cursor.execute("ALTER TABLE billing_ledgerentry ENABLE TRIGGER ledger_no_truncate")
-
-    post_migrate.connect(enable, weak=False, dispatch_uid="flushable_ledger")

@@ -34,7 +34,7 @@ def _in_threads(count: int, work) -> list:
 
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_same_key_records_exactly_once(flushable_ledger):
+def test_concurrent_same_key_records_exactly_once():
     company = make_company()
     make_price()
     give_credit(company, "10")
@@ -55,7 +55,7 @@ def test_concurrent_same_key_records_exactly_once(flushable_ledger):
 
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_overlapping_batches_record_each_event_once(flushable_ledger):
+def test_concurrent_overlapping_batches_record_each_event_once():
     company = make_company()
     make_price()
     give_credit(company, "10")

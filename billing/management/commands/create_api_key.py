@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from billing.services import BillingError, create_api_key, resolve_company
+from ops.commands import LoggedCommand
 
 
-class Command(BaseCommand):
+class Command(LoggedCommand):
     help = (
         "Create an API key (platform-wide, or for one company with --company). "
         "The secret is shown once, alone on the last line of the output; only its hash is stored."

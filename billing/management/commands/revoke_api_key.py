@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from billing.services import BillingError, revoke_api_key
+from ops.commands import LoggedCommand
 
 
-class Command(BaseCommand):
+class Command(LoggedCommand):
     help = "Revoke an API key: requests with it get 401 from now on. Safe to run twice."
 
     def add_arguments(self, parser) -> None:
