@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from billing.alerts import evaluate_alerts
 from billing.dbutil import param
 from billing.models import Company, LedgerEntry, ModelPrice
 from billing.money import AmountError, price_cost, quantize_amount
@@ -37,6 +38,7 @@ from usage.models import (
     QuestionGenerationUsage,
     UsageStatus,
 )
+from usage.selectors import month_to_date_spend
 
 
 class UsageValidationError(BillingError):
@@ -264,6 +266,8 @@ def record_usage(
             usage = _insert_usage(event, company, reported_cost, fp, now)
             rollup.add_rows([usage])
             balance = _debit(usage, company) if debit else current_balance(company)
+            if debit and usage.cost:
+                _evaluate_alerts(company, usage.cost, balance, now)
     except IntegrityError:
         replay = _replay(company, event.idempotency_key, fp)
         if replay is None:
@@ -336,6 +340,19 @@ def _debit(usage: QuestionGenerationUsage, company: Company) -> Decimal:
         reason=f"{usage.model}: {usage.question_count} questions",
     )
     return posting.entry.balance_after
+
+
+def _evaluate_alerts(company: Company, cost: Decimal, balance: Decimal, now: datetime) -> None:
+    """Alerts after a debit: no query unless a line is crossed or the company has a limit."""
+    limit = company.monthly_spend_limit
+    spend = month_to_date_spend(company, now) if limit is not None else None
+    evaluate_alerts(
+        company=company,
+        balance_before=balance + cost,
+        balance_after=balance,
+        month_to_date_spend=spend,
+        now=now,
+    )
 
 
 # --- Saving jobs ---------------------------------------------------------------------
