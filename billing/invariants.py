@@ -95,7 +95,7 @@ CHECKS: dict[str, str] = {
                 OR (expired > 0 AND expires_at IS NULL)) {c:lot}
          GROUP BY company_id""",
     "consumption_equals_debits": """
-        SELECT b.company_id, 'lots consumed ' || COALESCE(l.consumed, 0) || ' - debt ' || b.debt
+        SELECT b.company_id, 'lots consumed ' || COALESCE(l.consumed, 0) || ' + debt ' || b.debt
                || ' <> debits ' || COALESCE(d.debited, 0)
           FROM (SELECT * FROM {balance} b WHERE TRUE {c:b}) b
           LEFT JOIN (SELECT company_id, SUM(consumed) AS consumed FROM {lot} lot
@@ -103,7 +103,7 @@ CHECKS: dict[str, str] = {
           LEFT JOIN (SELECT company_id, -SUM(amount) AS debited FROM {ledger} e
                       WHERE amount < 0 AND kind <> 'expiry' {c:e} GROUP BY company_id) d
             ON d.company_id = b.company_id
-         WHERE COALESCE(l.consumed, 0) - b.debt <> COALESCE(d.debited, 0)""",
+         WHERE COALESCE(l.consumed, 0) + b.debt <> COALESCE(d.debited, 0)""",
     "balance_equals_lots": """
         SELECT b.company_id, 'balance ' || b.balance || ' <> unconsumed credit '
                || COALESCE(l.remaining, 0) || ' - debt ' || b.debt

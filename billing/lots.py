@@ -90,12 +90,17 @@ def _consume_in_python(company_id: uuid.UUID, amount: Decimal, now: datetime) ->
 
 
 def open_lot(entry: LedgerEntry, *, now: datetime) -> CreditLot:
-    """A lot for a positive posting; it pays off the company's debt first."""
+    """A lot for a positive posting; it pays off the company's debt first.
+
+    Credit that is already expired when posted pays nothing off (that would be
+    consuming it after its expiry); expire_credits writes it off.
+    """
     funding = (
         CreditLot.Funding.PROMOTIONAL if entry.kind in PROMOTIONAL_KINDS else CreditLot.Funding.PAID
     )
     balance_row = CreditBalance.objects.filter(company_id=entry.company_id)
-    debt = balance_row.values_list("debt", flat=True).get()
+    usable = entry.expires_at is None or entry.expires_at > now
+    debt = balance_row.values_list("debt", flat=True).get() if usable else ZERO
     paid_off = min(debt, entry.amount)
     if paid_off > 0:
         balance_row.update(debt=debt - paid_off)

@@ -376,11 +376,10 @@ class CreditLot(models.Model):
     class Meta:
         ordering = ["company", "id"]
         indexes = [
-            # The allocation order, over open lots only: stays tiny whatever the history.
+            # The allocation order over open lots only (a btree sorts NULLs last
+            # ascending on PostgreSQL), so it stays tiny whatever the history.
             models.Index(
-                "company",
-                F("expires_at").asc(nulls_last=True),
-                "id",
+                fields=["company", "expires_at", "id"],
                 condition=Q(remaining__gt=0),
                 name="lot_open_allocation_order",
             ),

@@ -17,7 +17,8 @@ def _replay(entries):
     lots, debt = [], Decimal(0)
     for e in entries:
         if e.amount > 0:
-            paid = min(debt, e.amount)
+            usable = e.expires_at is None or e.expires_at > e.created_at
+            paid = min(debt, e.amount) if usable else Decimal(0)
             debt -= paid
             lots.append({"entry": e, "consumed": paid, "last": e.created_at if paid else None})
             continue
