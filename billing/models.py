@@ -395,10 +395,8 @@ class CreditLot(models.Model):
                 condition=Q(consumed__gte=0) & Q(expired__gte=0) & Q(remaining__gte=0),
                 name="lot_parts_non_negative",
             ),
-            models.CheckConstraint(
-                condition=Q(remaining=F("amount") - F("consumed") - F("expired")),
-                name="lot_parts_add_up",
-            ),
+            # remaining == amount - consumed - expired is a PostgreSQL-only CHECK
+            # (migration 0003): SQLite would do that arithmetic in floats.
         ]
 
     def __str__(self) -> str:

@@ -6,6 +6,23 @@ from decimal import Decimal
 from django.db import migrations, models
 
 
+PARTS_CHECK = (
+    "ALTER TABLE billing_creditlot ADD CONSTRAINT lot_parts_add_up "
+    "CHECK (remaining = amount - consumed - expired)"
+)
+
+
+def _add_parts_check(apps, schema_editor):
+    # PostgreSQL only: SQLite would evaluate the arithmetic in floats.
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(PARTS_CHECK)
+
+
+def _drop_parts_check(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("ALTER TABLE billing_creditlot DROP CONSTRAINT lot_parts_add_up")
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -92,8 +109,5 @@ class Migration(migrations.Migration):
             model_name='creditlot',
             constraint=models.CheckConstraint(condition=models.Q(('consumed__gte', 0), ('expired__gte', 0), ('remaining__gte', 0)), name='lot_parts_non_negative'),
         ),
-        migrations.AddConstraint(
-            model_name='creditlot',
-            constraint=models.CheckConstraint(condition=models.Q(('remaining', django.db.models.expressions.CombinedExpression(django.db.models.expressions.CombinedExpression(models.F('amount'), '-', models.F('consumed')), '-', models.F('expired')))), name='lot_parts_add_up'),
-        ),
+        migrations.RunPython(_add_parts_check, _drop_parts_check),
     ]

@@ -54,3 +54,12 @@ def flushable_ledger(transactional_db):
     yield
     with connection.cursor() as cursor:
         cursor.execute("ALTER TABLE billing_ledgerentry DISABLE TRIGGER ledger_no_truncate")
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_storage(settings):
+    """Admin pages render without a collectstatic manifest (tests run with DEBUG off)."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }

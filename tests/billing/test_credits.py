@@ -189,3 +189,11 @@ def test_a_usage_debit_allocates_in_one_extra_statement(company):
     lot_sql = [q["sql"] for q in queries.captured_queries if "billing_creditlot" in q["sql"]]
     assert len(lot_sql) == (1 if connection.vendor == "postgresql" else 3)
     assert _debt(company) == 0 and current_balance(company) == D(3)
+
+
+def test_tenths_and_tiny_amounts_allocate_exactly(company):
+    entry = grant(company, "0.3")
+    make_usage(company, cost="0.1")
+    make_usage(company, cost="0.000000000007")
+    lot = lot_of(entry)
+    assert (lot.consumed, lot.remaining) == (D("0.100000000007"), D("0.199999999993"))
