@@ -46,6 +46,7 @@ def backfill(apps, schema_editor):
     CreditBalance = apps.get_model("billing", "CreditBalance")
     company_ids = (
         LedgerEntry.objects.exclude(company_id__in=CreditLot.objects.values("company_id"))
+        .order_by()  # the model orders by -id, which would defeat DISTINCT
         .values_list("company_id", flat=True)
         .distinct()
     )
