@@ -5,14 +5,16 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 from decimal import Decimal
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from billing.credits import grant_credits
+from billing.credits import expire_lot, grant_credits
 from billing.invariants import check_ledger
-from billing.models import CreditBalance, CreditLot, LedgerEntry
+from billing.models import BillingAlert, CreditBalance, CreditLot, LedgerEntry
 from billing.services import post_entry
 from tests.conftest import make_company, make_event, requires_postgres
 from usage.models import QuestionGenerationUsage
@@ -97,8 +99,6 @@ def test_expiry_racing_consumption_never_spends_credit_twice():
         expires_at=timezone.now() + timedelta(seconds=1),
     ).entry
     post_entry(company=company, kind="purchase", amount="5", idempotency_key="p")
-    from billing.credits import expire_lot
-
     later = timezone.now() + timedelta(seconds=2)
 
     def work(i: int) -> None:
@@ -110,3 +110,37 @@ def test_expiry_racing_consumption_never_spends_credit_twice():
     assert _in_threads(15, work) == []
     assert LedgerEntry.objects.filter(company=company, kind="expiry").count() <= 1
     assert check_ledger(company_id=company.pk) == []
+
+
+def test_expire_credits_on_several_hosts_at_once_writes_each_lot_off_once():
+    companies = [make_company() for _ in range(3)]
+    for n, company in enumerate(companies):
+        for i in range(4):
+            post_entry(
+                company=company,
+                kind="grant",
+                amount=f"{i + 1}.25",
+                idempotency_key=f"g{n}-{i}",
+                expires_at=timezone.now() - timedelta(seconds=1),
+            )
+
+    def run(i: int) -> None:
+        call_command("expire_credits", "--json", stdout=StringIO())
+
+    assert _in_threads(6, run) == []
+    assert LedgerEntry.objects.filter(kind="expiry").count() == 12
+    assert not CreditLot.objects.filter(remaining__gt=0).exists()
+    assert check_ledger() == []
+
+
+def test_concurrent_debits_crossing_the_threshold_raise_one_alert():
+    company = make_company(billing_emails="ap@example.com", low_balance_threshold=Decimal(10))
+    grant_credits(company=company, amount="25", reason="r")
+
+    def debit(i: int) -> None:
+        record_usage(make_event(company, cost="1"), company=company)
+
+    assert _in_threads(20, debit) == []
+    assert BillingAlert.objects.filter(company=company, kind="low_balance").count() == 1
+    alert = BillingAlert.objects.get(company=company)
+    assert alert.balance == Decimal(9) and alert.emailed_at is not None
