@@ -75,6 +75,7 @@ def test_a_balance_corrupted_behind_its_back_is_caught(company, other_company, p
     assert (str(company.pk), "balance_equals_ledger") in names
     assert (str(company.pk), "balance_equals_lots") in names
     assert all(f["company_id"] == str(company.pk) for f in summary["failures"])
+    assert summary["failures"][0]["company"] == company.name
     assert not _verify("--company", str(other_company.pk))[1]
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from billing.invariants import CHECKS, check_ledger
+from billing.models import Company
 from billing.services import BillingError, resolve_company
 
 
@@ -34,16 +36,27 @@ class Command(BaseCommand):
             failures = check_ledger(company_id=company_id)
         except NotImplementedError as exc:
             raise CommandError(str(exc))
+        names = dict(
+            Company.objects.filter(pk__in={f.company_id for f in failures}).values_list(
+                "pk", "name"
+            )
+        )
         if options["json"]:
             summary = {
                 "ok": not failures,
                 "checks": list(CHECKS),
-                "failures": [f.__dict__ for f in failures],
+                "failures": [
+                    {**f.__dict__, "company": names.get(uuid.UUID(f.company_id), "")}
+                    for f in failures
+                ],
             }
             self.stdout.write(json.dumps(summary, indent=2))
         else:
             for f in failures:
-                self.stdout.write(self.style.ERROR(f"{f.company_id}: {f.invariant}: {f.detail}"))
+                name = names.get(uuid.UUID(f.company_id), "?")
+                self.stdout.write(
+                    self.style.ERROR(f"{name} ({f.company_id}): {f.invariant}: {f.detail}")
+                )
             if not failures:
                 self.stdout.write(self.style.SUCCESS(f"All {len(CHECKS)} invariants hold."))
         if failures:
