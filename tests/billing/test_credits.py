@@ -197,3 +197,24 @@ def test_tenths_and_tiny_amounts_allocate_exactly(company):
     make_usage(company, cost="0.000000000007")
     lot = lot_of(entry)
     assert (lot.consumed, lot.remaining) == (D("0.100000000007"), D("0.199999999993"))
+
+
+def test_summary_counts_unwritten_expired_credit_but_does_not_list_it_as_expiring(company):
+    post_entry(
+        company=company,
+        kind="grant",
+        amount="4",
+        idempotency_key="stale",
+        expires_at=timezone.now() - timedelta(minutes=1),
+    )
+    live = grant(company, "6", kind="grant", expires_at=timezone.now() + timedelta(days=1))
+    _spend(company, "1")
+    summary = credit_summary(company)
+    assert (summary.balance, summary.paid, summary.promotional, summary.debt) == (
+        D(9),
+        0,
+        D(9),
+        0,
+    )
+    assert [e.entry_id for e in summary.expiring] == [live.pk]
+    assert summary.expiring[0].remaining == D(5)
