@@ -6,19 +6,30 @@ and corrections are new entries posted through billing.services.
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import F
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
+from billing.credits import post_credit
+from billing.forms import CreditPostingForm
 from billing.models import (
     APIKey,
     AuditEvent,
+    BillingAlert,
     Company,
     CreditBalance,
+    CreditLot,
     LedgerEntry,
     Membership,
     ModelPrice,
 )
 from billing.money import format_money
-from billing.services import audit_changes, snapshot
+from billing.selectors import company_ledger, credit_summary
+from billing.services import BillingError, audit_changes, snapshot
 
 # Staff edits of these are recorded in the audit trail with before and after.
 CREDIT_POLICY_FIELDS = ["low_balance_threshold", "overdraft_allowance", "monthly_spend_limit"]
@@ -91,14 +102,43 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+LEDGER_PAGE = 50
+
+
+class LowBalanceFilter(admin.SimpleListFilter):
+    title = "low balance"
+    parameter_name = "low_balance"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Below threshold"), ("no", "At or above threshold")]
+
+    def queryset(self, request, queryset):
+        below = {"credit_balance__balance__lt": F("low_balance_threshold")}
+        if self.value() == "yes":
+            return queryset.filter(**below)
+        if self.value() == "no":
+            return queryset.exclude(**below)
+        return queryset
+
+
 @admin.register(Company)
 class CompanyAdmin(AuditedAdmin):
-    list_display = ["name", "external_id", "timezone", "balance_display", "is_active", "created_at"]
-    list_filter = ["is_active", "timezone"]
+    list_display = [
+        "name",
+        "external_id",
+        "timezone",
+        "balance_display",
+        "month_to_date_spend_display",
+        "low_balance_flag",
+        "is_active",
+        "created_at",
+    ]
+    list_filter = ["is_active", LowBalanceFilter, "timezone"]
     search_fields = ["name", "external_id", "id"]
     list_select_related = ["credit_balance"]
     readonly_fields = ["id", "created_at", "updated_at"]
     inlines = [MembershipInline]
+    change_form_template = "admin/billing/company/change_form.html"
     fieldsets = [
         (None, {"fields": ["id", "name", "external_id", "timezone", "currency", "is_active"]}),
         (
@@ -121,10 +161,78 @@ class CompanyAdmin(AuditedAdmin):
     def audit_company(self, obj: Company) -> Company:
         return obj
 
+    def get_changelist_instance(self, request):
+        # Month-to-date spend for the whole page in one query over the daily
+        # rollup (each company's own time zone), not one query per row. The
+        # admin is the top layer, so it may read usage; billing's core never does.
+        from usage.selectors import month_to_date_spend_by_company
+
+        changelist = super().get_changelist_instance(request)
+        page = list(changelist.result_list)
+        spend = month_to_date_spend_by_company(page)
+        for company in page:
+            company.month_to_date_spend = spend[company.pk]
+        return changelist
+
     @admin.display(description="Balance", ordering="credit_balance__balance")
     def balance_display(self, obj: Company) -> str:
         balance = getattr(obj, "credit_balance", None)
         return format_money(balance.balance if balance else 0, obj.currency)
+
+    @admin.display(description="Spend this month")
+    def month_to_date_spend_display(self, obj: Company) -> str:
+        return format_money(getattr(obj, "month_to_date_spend", None), obj.currency)
+
+    @admin.display(description="Low balance", boolean=True)
+    def low_balance_flag(self, obj: Company) -> bool:
+        balance = getattr(obj, "credit_balance", None)
+        return (balance.balance if balance else 0) < obj.low_balance_threshold
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.credits_view)
+        return [
+            path("<uuid:object_id>/credits/", view, name="billing_company_credits"),
+            *super().get_urls(),
+        ]
+
+    def credits_view(self, request: HttpRequest, object_id) -> HttpResponse:
+        """Post a purchase, grant, refund or adjustment; the ledger with its running balance."""
+        company = get_object_or_404(Company, pk=object_id)
+        if not self.has_change_permission(request, company):
+            raise PermissionDenied
+        form = CreditPostingForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                posting = post_credit(company=company, actor=request.user, **form.cleaned_data)
+            except BillingError as exc:
+                form.add_error(None, exc.message)
+            else:
+                entry = posting.entry
+                verb = "Posted" if posting.created else "Already posted"
+                messages.success(
+                    request,
+                    f"{verb}: {entry.get_kind_display()} of "
+                    f"{format_money(entry.amount, company.currency)}; balance now "
+                    f"{format_money(entry.balance_after, company.currency)}.",
+                )
+                return HttpResponseRedirect(request.path)
+        # Keyset pages (`?before=<id>`): a usage-heavy ledger is never counted.
+        ledger = company_ledger(company)
+        if (request.GET.get("before") or "").isdigit():
+            ledger = ledger.filter(id__lt=int(request.GET["before"]))
+        ledger = list(ledger[:LEDGER_PAGE])
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": company,
+            "title": f"Credits of {company.name}",
+            "form": form,
+            "summary": credit_summary(company),
+            "ledger": ledger,
+            "older": ledger[-1].pk if len(ledger) == LEDGER_PAGE else None,
+            "change_url": reverse("admin:billing_company_change", args=[company.pk]),
+        }
+        return TemplateResponse(request, "admin/billing/company/credits.html", context)
 
 
 @admin.register(Membership)
@@ -217,3 +325,40 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_select_related = ["actor", "company"]
     date_hierarchy = "created_at"
     show_full_result_count = False
+
+
+@admin.register(CreditLot)
+class CreditLotAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "company",
+        "funding",
+        "amount",
+        "consumed",
+        "expired",
+        "remaining",
+        "expires_at",
+        "created_at",
+    ]
+    list_filter = ["funding", ("expires_at", admin.EmptyFieldListFilter)]
+    search_fields = ["company__name", "company__external_id", "=entry__id"]
+    list_select_related = ["company"]
+
+
+@admin.register(BillingAlert)
+class BillingAlertAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "company",
+        "kind",
+        "period",
+        "balance",
+        "threshold",
+        "month_to_date_spend",
+        "emailed_at",
+        "rearmed_at",
+    ]
+    list_filter = ["kind", ("emailed_at", admin.EmptyFieldListFilter)]
+    search_fields = ["company__name", "company__external_id", "recipients"]
+    list_select_related = ["company"]
+    date_hierarchy = "created_at"

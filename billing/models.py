@@ -177,7 +177,16 @@ class CreditBalance(models.Model):
         Company, primary_key=True, on_delete=models.PROTECT, related_name="credit_balance"
     )
     balance = AmountField(default=Decimal("0"))
+    debt = AmountField(
+        default=Decimal("0"),
+        help_text="Consumption no unexpired credit covered yet; new credit pays it off first.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(debt__gte=0), name="balance_debt_non_negative")
+        ]
 
     def __str__(self) -> str:
         return f"{self.company}: {self.balance}"
@@ -332,3 +341,102 @@ class AuditEvent(models.Model):
         return (
             f"{self.action} by {self.actor or self.actor_label} at {self.created_at:%Y-%m-%d %H:%M}"
         )
+
+
+class CreditLot(models.Model):
+    """One parcel of credit (a purchase, grant, refund or other positive posting).
+
+    Consumption draws from lots soonest-expiring first, then never-expiring,
+    oldest first among equals (billing.services._consume). Consumption that finds
+    no unexpired credit becomes `CreditBalance.debt`; the next lot opened pays the
+    debt off first. So at every commit: balance == sum(remaining) - debt, and
+    `remaining == amount - consumed - expired` with each part non-negative.
+    Rows are updated (consumed/expired/remaining) only under the company's
+    CreditBalance row lock.
+    """
+
+    class Funding(models.TextChoices):
+        PAID = "paid", "Paid"
+        PROMOTIONAL = "promotional", "Promotional"
+
+    id = models.BigAutoField(primary_key=True)
+    company = models.ForeignKey(Company, on_delete=models.PROTECT, related_name="credit_lots")
+    entry = models.OneToOneField(
+        LedgerEntry, on_delete=models.PROTECT, related_name="lot", help_text="The posting."
+    )
+    funding = models.CharField(max_length=16, choices=Funding.choices)
+    amount = AmountField()
+    consumed = AmountField(default=Decimal("0"))
+    expired = AmountField(default=Decimal("0"))
+    remaining = AmountField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_consumed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["company", "id"]
+        indexes = [
+            # The allocation order over open lots only (a btree sorts NULLs last
+            # ascending on PostgreSQL), so it stays tiny whatever the history.
+            models.Index(
+                fields=["company", "expires_at", "id"],
+                condition=Q(remaining__gt=0),
+                name="lot_open_allocation_order",
+            ),
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(remaining__gt=0, expires_at__isnull=False),
+                name="lot_open_expiring",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="lot_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(consumed__gte=0) & Q(expired__gte=0) & Q(remaining__gte=0),
+                name="lot_parts_non_negative",
+            ),
+            # remaining == amount - consumed - expired is a PostgreSQL-only CHECK
+            # (migration 0003): SQLite would do that arithmetic in floats.
+        ]
+
+    def __str__(self) -> str:
+        return f"Lot {self.pk}: {self.remaining} of {self.amount} {self.funding}"
+
+
+class BillingAlert(models.Model):
+    """An alert email sent to a company's billing contacts, once per crossing.
+
+    Spend alerts are unique per company, kind and month (`period` = "YYYY-MM").
+    The low-balance alert has an empty period and is re-armed (`rearmed_at`
+    set) when the balance climbs back to the threshold, so the next fall alerts
+    again. The partial unique constraint makes "once" hold under concurrency.
+    """
+
+    class Kind(models.TextChoices):
+        LOW_BALANCE = "low_balance", "Balance below threshold"
+        SPEND_80 = "spend_80", "80% of monthly spend limit"
+        SPEND_100 = "spend_100", "100% of monthly spend limit"
+
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="billing_alerts")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    period = models.CharField(max_length=16, blank=True)
+    balance = AmountField(help_text="Balance when the alert fired.")
+    threshold = AmountField(help_text="The threshold or limit share that was crossed.")
+    month_to_date_spend = AmountField(null=True, blank=True)
+    recipients = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+    rearmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["company", "kind", "period"],
+                condition=Q(rearmed_at__isnull=True),
+                name="alert_once_per_crossing",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for {self.company} at {self.created_at:%Y-%m-%d %H:%M}"

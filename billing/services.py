@@ -21,6 +21,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from billing import lots
 from billing.dbutil import insert_rows, param
 from billing.models import (
     APIKey,
@@ -96,8 +97,24 @@ class Posting:
     created: bool
 
 
-def _apply_to_balance(company_id: uuid.UUID, delta: Decimal) -> Decimal:
-    """`balance = balance + delta` on the company's row (locking it); the new balance."""
+def _apply_to_balance(
+    company_id: uuid.UUID, delta: Decimal, *, consume: bool = True, now: datetime | None = None
+) -> Decimal:
+    """`balance = balance + delta` on the company's row (locking it); the new balance.
+
+    The one choke point for balance moves. A negative delta is consumption and
+    is allocated to the company's credit lots here, under the same row lock
+    (billing.lots.consume: soonest-expiring credit first, the rest becomes
+    debt). Positive deltas get their lot from post_entry, which knows the entry.
+    Only expiry write-offs pass `consume=False` (they empty one given lot).
+    """
+    balance = _move_balance(company_id, delta)
+    if consume and delta < 0:
+        lots.consume(company_id, -delta, now=now or timezone.now())
+    return balance
+
+
+def _move_balance(company_id: uuid.UUID, delta: Decimal) -> Decimal:
     if connection.vendor != "postgresql":
         return _apply_to_balance_in_python(company_id, delta)
     table = CreditBalance._meta.db_table
@@ -149,8 +166,32 @@ def post_entry(
 
     Idempotent on (company, idempotency_key): a replay returns the first entry.
     A replay with a different kind or amount is an IdempotencyConflict.
+    A positive posting opens a credit lot (paying off debt first); a negative
+    one consumes credit (see `_apply_to_balance`). Expiry entries are written
+    by billing.credits.expire_lot only, since they empty one particular lot.
     """
-    amount = quantize_amount(amount)
+    if kind == LedgerEntry.Kind.EXPIRY:
+        raise BillingError("Expiry entries are posted by billing.credits.expire_lot only.")
+    return _post(
+        company=company,
+        kind=kind,
+        amount=quantize_amount(amount),
+        idempotency_key=idempotency_key,
+        fields={
+            "reason": reason,
+            "actor": actor,
+            "usage_id": usage_id,
+            "expires_at": expires_at,
+            "metadata": metadata or {},
+        },
+    )
+
+
+def _post(
+    *, company: Company, kind: str, amount: Decimal, idempotency_key: str, fields: dict
+) -> Posting:
+    """post_entry's body; expiry write-offs call it directly (no consumption)."""
+    is_expiry = kind == LedgerEntry.Kind.EXPIRY
     with transaction.atomic():
         existing = LedgerEntry.objects.filter(
             company=company, idempotency_key=idempotency_key
@@ -159,19 +200,18 @@ def post_entry(
             return Posting(_same_posting(existing, kind, amount), created=False)
         try:
             with transaction.atomic():
-                balance = _apply_to_balance(company.pk, amount)
+                now = timezone.now()
+                balance = _apply_to_balance(company.pk, amount, consume=not is_expiry, now=now)
                 entry = LedgerEntry.objects.create(
                     company=company,
                     kind=kind,
                     amount=amount,
                     balance_after=balance,
-                    reason=reason,
-                    actor=actor,
                     idempotency_key=idempotency_key,
-                    usage_id=usage_id,
-                    expires_at=expires_at,
-                    metadata=metadata or {},
+                    **fields,
                 )
+                if amount > 0:
+                    lots.open_lot(entry, now=now)
         except IntegrityError:
             existing = LedgerEntry.objects.filter(
                 company=company, idempotency_key=idempotency_key

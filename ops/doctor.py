@@ -73,9 +73,20 @@ def diagnose(using: str = DEFAULT_DB_ALIAS) -> list[Finding]:
 
 
 def unapplied_migrations(connection: BaseDatabaseWrapper) -> list[tuple[str, str]]:
-    executor = MigrationExecutor(connection)
-    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    return [(migration.app_label, migration.name) for migration, _ in plan]
+    """Every migration on disk that is not recorded as applied, in dependency order.
+
+    Not `migration_plan()`: that only looks forward from the leaves, so a hole
+    (0002 missing while 0003 is recorded, as after a hand-applied upgrade) would
+    go unreported.
+    """
+    loader = MigrationExecutor(connection).loader
+    applied = set(loader.applied_migrations)
+    missing: list[tuple[str, str]] = []
+    for leaf in loader.graph.leaf_nodes():
+        for key in loader.graph.forwards_plan(leaf):
+            if key not in applied and key not in missing:
+                missing.append(key)
+    return missing
 
 
 def _schema_models() -> Iterator[type[Model]]:

@@ -87,6 +87,15 @@ def _is_transactional(request) -> bool:
 
 
 @pytest.fixture(autouse=True)
+def _plain_static_storage(settings):
+    """Admin pages render without a collectstatic manifest (tests run with DEBUG off)."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture(autouse=True)
 def _flushable_ledger(request):
     """Let a transactional test's flush TRUNCATE the append-only ledger.
 

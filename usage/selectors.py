@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing.models import Company
@@ -25,3 +25,23 @@ def month_to_date_spend(company: Company, now: datetime | None = None) -> Decima
         company=company, day__gte=today.replace(day=1), day__lte=today
     ).aggregate(total=Sum("cost"))["total"]
     return total or Decimal(0)
+
+
+def month_to_date_spend_by_company(companies: list[Company], now: datetime | None = None) -> dict:
+    """Month-to-date spend of several companies (each in its own time zone), one query.
+
+    For list pages (the admin company changelist): no query per company.
+    """
+    if not companies:
+        return {}
+    window = Q()
+    for company in companies:
+        today = timezone.localtime(now or timezone.now(), company.tz).date()
+        window |= Q(company_id=company.pk, day__gte=today.replace(day=1), day__lte=today)
+    totals = dict(
+        UsageDailyRollup.objects.filter(window)
+        .values("company_id")
+        .annotate(total=Sum("cost"))
+        .values_list("company_id", "total")
+    )
+    return {company.pk: totals.get(company.pk) or Decimal(0) for company in companies}

@@ -20,6 +20,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.alerts import evaluate_alerts
 from billing.dbutil import insert_rows, param
 from billing.models import Company, CreditBalance, LedgerEntry, ModelPrice
 from billing.money import AmountError, price_cost, quantize_amount
@@ -39,6 +40,7 @@ from usage.models import (
     QuestionGenerationUsage,
     UsageStatus,
 )
+from usage.selectors import month_to_date_spend
 
 
 class UsageValidationError(BillingError):
@@ -296,7 +298,7 @@ def record_usage(
         inserted = insert_usage_rows([usage])
         if inserted:
             rollup.add_rows([usage])
-            balance = _debit_rows(company, [usage]) if debit else current_balance(company)
+            balance = _debit_rows(company, [usage], now) if debit else current_balance(company)
     if not inserted:
         replay = _replay(company, event.idempotency_key, fp)
         if replay is None:  # the conflicting row vanished (its writer rolled back): retry
@@ -406,10 +408,15 @@ def usage_reason(usage: QuestionGenerationUsage) -> str:
     return f"{usage.model}: {usage.question_count} questions"
 
 
-def _debit_rows(company: Company, rows: list[QuestionGenerationUsage]) -> Decimal:
-    """Debit the priced rows of one company (unpriced ones are debited when priced)."""
+def _debit_rows(company: Company, rows: list[QuestionGenerationUsage], now: datetime) -> Decimal:
+    """Debit the priced rows of one company (unpriced ones are debited when priced),
+    then raise any billing alert the debit crossed (once per batch, not per row)."""
     debits = [(r.pk, r.cost, usage_reason(r)) for r in rows if r.cost is not None]
-    return post_usage_debits(company=company, debits=debits)
+    after = post_usage_debits(company=company, debits=debits)
+    total = sum((cost for _, cost, _ in debits), Decimal(0))
+    if total:
+        _evaluate_alerts(company, total, after, now)
+    return after
 
 
 # --- Recording many at once ----------------------------------------------------------
@@ -459,7 +466,7 @@ def record_usage_batch(
         new = [p for p in building if p.usage.pk in inserted]
         if new:
             rollup.add_rows([p.usage for p in new])
-        balances = _debit_batch(new, debit)
+        balances = _debit_batch(new, debit, now)
     for p in new:
         outcomes[p.index] = RecordResult(usage=p.usage, created=True, balance=balances[p.index])
     _answer_replays([p for p in building if p.usage.pk not in inserted], outcomes, debit, now)
@@ -553,7 +560,7 @@ class PriceBook:
         return None
 
 
-def _debit_batch(new: list[_Pending], debit: bool) -> dict[int, Decimal]:
+def _debit_batch(new: list[_Pending], debit: bool, now: datetime) -> dict[int, Decimal]:
     """Debit each company once (companies in id order: the lock order), and give
     every event the balance right after its own debit, as one by one would."""
     by_company: dict[uuid.UUID, list[_Pending]] = {}
@@ -568,7 +575,7 @@ def _debit_batch(new: list[_Pending], debit: bool) -> dict[int, Decimal]:
         ps = by_company[company_id]
         running = start.get(company_id, Decimal(0))
         if company_id in debited:
-            after = _debit_rows(ps[0].company, [p.usage for p in ps])
+            after = _debit_rows(ps[0].company, [p.usage for p in ps], now)
             running = after + sum(
                 (p.usage.cost for p in ps if p.usage.cost is not None), Decimal(0)
             )
@@ -635,6 +642,19 @@ def _repeat_outcome(
         return record_usage(p.event, company=p.company, debit=debit, now=now)
     except BillingError as exc:
         return exc
+
+
+def _evaluate_alerts(company: Company, cost: Decimal, balance: Decimal, now: datetime) -> None:
+    """Alerts after a debit: no query unless a line is crossed or the company has a limit."""
+    limit = company.monthly_spend_limit
+    spend = month_to_date_spend(company, now) if limit is not None else None
+    evaluate_alerts(
+        company=company,
+        balance_before=balance + cost,
+        balance_after=balance,
+        month_to_date_spend=spend,
+        now=now,
+    )
 
 
 # --- Saving jobs ---------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from django.db import IntegrityError, InternalError, connection, transaction
 from django.utils import timezone
 
-from billing.models import LedgerEntry, ModelPrice
+from billing.models import BillingAlert, CreditBalance, CreditLot, LedgerEntry, ModelPrice
 from tests.conftest import give_credit, make_company, make_price, make_usage, requires_postgres
 from usage.models import QuestionGenerationUsage
 
@@ -140,3 +140,32 @@ def test_model_prices_keep_six_places(company):
     price.refresh_from_db()
     assert price.input_per_million == Decimal("0.123456")
     assert isinstance(ModelPrice.objects.get(pk=price.pk).input_per_million, Decimal)
+
+
+def test_a_lot_can_never_give_out_more_than_it_holds(company):
+    entry = give_credit(company, "10")
+    lots = CreditLot.objects.filter(entry=entry)
+    bad = [
+        {"consumed": Decimal(8), "expired": Decimal(3), "remaining": Decimal(-1)},
+        {"expired": Decimal(-1), "remaining": Decimal(11)},
+    ]
+    if connection.vendor == "postgresql":  # a PostgreSQL-only CHECK (exact arithmetic)
+        bad.append({"consumed": Decimal(8), "remaining": Decimal(3)})
+    for values in bad:
+        with pytest.raises(IntegrityError), transaction.atomic():
+            lots.update(**values)
+    assert lots.get().remaining == Decimal(10)
+
+
+def test_debt_is_never_negative(company):
+    give_credit(company, "1")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        CreditBalance.objects.filter(company=company).update(debt=Decimal(-1))
+
+
+def test_one_open_alert_per_crossing(company):
+    values = dict(company=company, kind="spend_80", period="2026-11", balance=1, threshold=1)
+    BillingAlert.objects.create(**values)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        BillingAlert.objects.create(**values)
+    BillingAlert.objects.create(**{**values, "period": "2026-12"})

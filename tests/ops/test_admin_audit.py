@@ -10,15 +10,6 @@ from tests.conftest import make_company, make_price
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _plain_static_storage(settings):
-    # Admin pages render static URLs; tests run without collectstatic's manifest.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 def company_form(company, **changes) -> dict:
     data = {
         "name": company.name,

@@ -17,8 +17,8 @@ from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
+from billing.credits import grant_credits
 from billing.models import Company, LedgerEntry, ModelPrice
-from billing.services import post_entry
 from ops.commands import LoggedCommand
 from usage.models import Job, QuestionGenerationUsage
 from usage.services import UsageEvent, record_usage, save_job
@@ -155,19 +155,21 @@ def _seed_companies(count: int, now: datetime) -> list[Company]:
 
 
 def _seed_credits(company: Company, i: int, now: datetime) -> None:
-    post_entry(
+    grant_credits(
         company=company,
         kind=LedgerEntry.Kind.PURCHASE,
         amount=Decimal(200 + 150 * (i % 4)),
         idempotency_key="demo:purchase:1",
         reason="Annual plan: prepaid credits",
+        actor_label="seed_demo",
     )
-    post_entry(
+    grant_credits(
         company=company,
         kind=LedgerEntry.Kind.GRANT,
         amount=Decimal("50"),
         idempotency_key="demo:grant:welcome",
         reason="Welcome credit",
+        actor_label="seed_demo",
         expires_at=now + timedelta(days=20 + 10 * i),
     )
 

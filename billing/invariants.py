@@ -1,0 +1,165 @@
+"""The ledger's invariants, checked set-based in SQL (`manage.py verify_ledger`).
+
+Each check is one query over whole tables (GROUP BY / window / join), never a
+Python loop over rows, and answers the companies that break it. Sums are exact
+NUMERIC on PostgreSQL; SQLite adds NUMERIC as floats, so the checker refuses it.
+
+The usage tables are looked up through the app registry at call time (billing
+never imports usage; this module is only used by the command and the tests).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.apps import apps
+from django.db import connection
+from django.utils import timezone
+
+from billing.models import CreditBalance, CreditLot, LedgerEntry
+
+
+@dataclass(frozen=True)
+class Failure:
+    company_id: str
+    invariant: str
+    detail: str
+
+
+def _tables() -> dict[str, str]:
+    return {
+        "ledger": LedgerEntry._meta.db_table,
+        "balance": CreditBalance._meta.db_table,
+        "lot": CreditLot._meta.db_table,
+        "usage": apps.get_model("usage", "QuestionGenerationUsage")._meta.db_table,
+        "rollup": apps.get_model("usage", "UsageDailyRollup")._meta.db_table,
+    }
+
+
+# name -> SQL answering (company_id, detail) per broken company. `{c}` is
+# replaced by a company filter on the given alias (or nothing).
+CHECKS: dict[str, str] = {
+    "balance_equals_ledger": """
+        SELECT COALESCE(b.company_id, l.company_id),
+               'balance ' || COALESCE(b.balance, 0) || ' <> ledger sum ' || COALESCE(l.total, 0)
+          FROM (SELECT * FROM {balance} b WHERE TRUE {c:b}) b
+          FULL JOIN (SELECT company_id, SUM(amount) AS total FROM {ledger} e
+                      WHERE TRUE {c:e} GROUP BY company_id) l ON l.company_id = b.company_id
+         WHERE COALESCE(b.balance, 0) <> COALESCE(l.total, 0)""",
+    "running_balance": """
+        SELECT company_id, COUNT(*) || ' entries whose balance_after is not the running sum'
+          FROM (SELECT company_id, balance_after,
+                       SUM(amount) OVER (PARTITION BY company_id ORDER BY id) AS running
+                  FROM {ledger} e WHERE TRUE {c:e}) r
+         WHERE balance_after <> running GROUP BY company_id""",
+    "usage_debited_once_for_its_cost": """
+        SELECT COALESCE(u.company_id, d.company_id), COUNT(*) || ' usage rows not debited '
+               || 'exactly once for exactly their cost (or debits without their row)'
+          FROM (SELECT id, company_id, cost FROM {usage} u WHERE TRUE {c:u}) u
+          FULL JOIN (SELECT usage_id, MIN(company_id::text)::uuid AS company_id,
+                            COUNT(DISTINCT company_id) AS companies,
+                            COUNT(*) FILTER (WHERE kind = 'usage') AS debits,
+                            SUM(amount) AS total
+                       FROM {ledger} e WHERE usage_id IS NOT NULL {c:e}
+                      GROUP BY usage_id) d ON d.usage_id = u.id
+         WHERE u.id IS NULL OR d.companies > 1 OR d.company_id <> u.company_id
+            OR (u.cost IS NULL AND d.usage_id IS NOT NULL AND (d.debits > 0 OR d.total <> 0))
+            OR (u.cost IS NOT NULL AND (d.usage_id IS NULL OR d.debits <> 1 OR d.total <> -u.cost))
+         GROUP BY 1""",
+    "every_credit_has_its_lot": """
+        SELECT COALESCE(e.company_id, lot.company_id), COUNT(*) || ' positive postings without '
+               || 'a matching lot (or lots without their posting)'
+          FROM (SELECT * FROM {ledger} e WHERE amount > 0 {c:e}) e
+          FULL JOIN (SELECT * FROM {lot} lot WHERE TRUE {c:lot}) lot ON lot.entry_id = e.id
+         WHERE e.id IS NULL OR lot.id IS NULL OR lot.amount <> e.amount
+            OR lot.company_id <> e.company_id OR lot.expires_at IS DISTINCT FROM e.expires_at
+         GROUP BY 1""",
+    "expiry_entries_match_lots": """
+        SELECT COALESCE(lot.company_id, x.company_id), COUNT(*) || ' lots whose expired amount '
+               || 'differs from their expiry entries'
+          FROM (SELECT * FROM {lot} lot WHERE TRUE {c:lot}) lot
+          FULL JOIN (SELECT company_id, idempotency_key, SUM(amount) AS total FROM {ledger} e
+                      WHERE kind = 'expiry' {c:e} GROUP BY company_id, idempotency_key) x
+            ON x.idempotency_key = 'expiry:' || lot.id AND x.company_id = lot.company_id
+         WHERE COALESCE(lot.expired, 0) <> -COALESCE(x.total, 0)
+         GROUP BY 1""",
+    "lot_within_its_amount": """
+        SELECT company_id, COUNT(*) || ' lots where consumed + expired exceeds the amount, a part '
+               || 'is negative, or credit was consumed after it expired'
+          FROM {lot} lot
+         WHERE (consumed + expired > amount OR consumed < 0 OR expired < 0
+                OR remaining <> amount - consumed - expired
+                OR last_consumed_at > expires_at
+                OR (expired > 0 AND expires_at IS NULL)) {c:lot}
+         GROUP BY company_id""",
+    "consumption_equals_debits": """
+        SELECT b.company_id, 'lots consumed ' || COALESCE(l.consumed, 0) || ' + debt ' || b.debt
+               || ' <> debits ' || COALESCE(d.debited, 0)
+          FROM (SELECT * FROM {balance} b WHERE TRUE {c:b}) b
+          LEFT JOIN (SELECT company_id, SUM(consumed) AS consumed FROM {lot} lot
+                      WHERE TRUE {c:lot} GROUP BY company_id) l ON l.company_id = b.company_id
+          LEFT JOIN (SELECT company_id, -SUM(amount) AS debited FROM {ledger} e
+                      WHERE amount < 0 AND kind <> 'expiry' {c:e} GROUP BY company_id) d
+            ON d.company_id = b.company_id
+         WHERE COALESCE(l.consumed, 0) + b.debt <> COALESCE(d.debited, 0)""",
+    "balance_equals_lots": """
+        SELECT b.company_id, 'balance ' || b.balance || ' <> unconsumed credit '
+               || COALESCE(l.remaining, 0) || ' - debt ' || b.debt
+          FROM (SELECT * FROM {balance} b WHERE TRUE {c:b}) b
+          LEFT JOIN (SELECT company_id, SUM(remaining) AS remaining FROM {lot} lot
+                      WHERE TRUE {c:lot} GROUP BY company_id) l ON l.company_id = b.company_id
+         WHERE b.balance <> COALESCE(l.remaining, 0) - b.debt""",
+    "no_debt_beside_usable_credit": """
+        SELECT b.company_id, 'debt ' || b.debt || ' while unexpired credit is left unused'
+          FROM {balance} b
+         WHERE b.debt > 0 {c:b} AND EXISTS (
+               SELECT 1 FROM {lot} lot WHERE lot.company_id = b.company_id AND lot.remaining > 0
+                  AND (lot.expires_at IS NULL OR lot.expires_at > %(now)s))""",
+    "rollup_equals_usage": """
+        SELECT COALESCE(raw.company_id, r.company_id), COUNT(*) || ' daily rollup buckets differ '
+               || 'from the usage rows, first ' || MIN(COALESCE(raw.day, r.day))
+          FROM (SELECT company_id, occurred_on AS day, model, status, COUNT(*) AS generations,
+                       SUM(question_count) AS questions, SUM(prompt_tokens) AS prompt_tokens,
+                       SUM(cached_prompt_tokens) AS cached, SUM(completion_tokens) AS completion,
+                       COALESCE(SUM(cost), 0) AS cost, COUNT(*) FILTER (WHERE cost IS NULL) AS unpriced
+                  FROM {usage} u WHERE TRUE {c:u}
+                 GROUP BY company_id, occurred_on, model, status) raw
+          FULL JOIN (SELECT * FROM {rollup} r WHERE TRUE {c:r}) r
+            ON r.company_id = raw.company_id AND r.day = raw.day AND r.model = raw.model
+           AND r.status = raw.status
+         WHERE COALESCE(raw.generations, 0) <> COALESCE(r.generations, 0)
+            OR COALESCE(raw.questions, 0) <> COALESCE(r.questions, 0)
+            OR COALESCE(raw.prompt_tokens, 0) <> COALESCE(r.prompt_tokens, 0)
+            OR COALESCE(raw.cached, 0) <> COALESCE(r.cached_prompt_tokens, 0)
+            OR COALESCE(raw.completion, 0) <> COALESCE(r.completion_tokens, 0)
+            OR COALESCE(raw.cost, 0) <> COALESCE(r.cost, 0)
+            OR COALESCE(raw.unpriced, 0) <> COALESCE(r.unpriced, 0)
+         GROUP BY 1""",
+}
+
+
+def _sql(template: str, company_id: uuid.UUID | None) -> str:
+    sql = template
+    for name, table in _tables().items():
+        sql = sql.replace("{" + name + "}", table)
+    for alias in ("b", "e", "u", "lot", "r"):
+        clause = f"AND {alias}.company_id = %(company)s" if company_id else ""
+        sql = sql.replace("{c:" + alias + "}", clause)
+    return sql
+
+
+def check_ledger(
+    *, company_id: uuid.UUID | None = None, now: datetime | None = None
+) -> list[Failure]:
+    """Every broken invariant, per company (empty when all hold). PostgreSQL only."""
+    if connection.vendor != "postgresql":
+        raise NotImplementedError("verify_ledger needs PostgreSQL (exact NUMERIC sums).")
+    params = {"company": company_id, "now": now or timezone.now()}
+    failures = []
+    with connection.cursor() as cursor:
+        for name, template in CHECKS.items():
+            cursor.execute(_sql(template, company_id), params)
+            failures += [Failure(str(row[0]), name, row[1]) for row in cursor.fetchall()]
+    return sorted(failures, key=lambda f: (f.company_id, f.invariant))

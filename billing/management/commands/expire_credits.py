@@ -1,0 +1,110 @@
+"""`manage.py expire_credits`: write off the unconsumed remainder of expired credit (cron)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from contextlib import contextmanager
+from decimal import Decimal
+
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import connection
+from django.utils import timezone
+
+from billing.credits import due_lots, expire_lot
+from billing.money import plain
+
+# pg_try_advisory_lock key: "expire_credits" (any constant shared by all hosts).
+ADVISORY_LOCK_KEY = 0x45585052  # "EXPR"
+
+
+@contextmanager
+def advisory_lock(key: int):
+    """Yield whether this session got the lock; other hosts skip instead of waiting.
+
+    Only saves duplicate work: correctness comes from expire_lot's row lock and
+    its idempotency key. SQLite has a single writer, so no lock is needed there.
+    """
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        got = cursor.fetchone()[0]
+    try:
+        yield got
+    finally:
+        if got:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+class Command(BaseCommand):
+    help = (
+        "Write off what is left of credit whose expiry has passed: one expiry entry per credit "
+        "lot (idempotency key expiry:<lot>). Idempotent and safe when cron runs it on several "
+        "hosts at once (advisory lock plus per-company row locks)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Show what would expire; write nothing."
+        )
+        parser.add_argument("--json", action="store_true", help="Print a JSON summary.")
+
+    def handle(self, *args, **options) -> None:
+        now = timezone.now()
+        with advisory_lock(ADVISORY_LOCK_KEY) as got:
+            if not got:
+                summary = {"skipped": "another expire_credits run holds the lock"}
+            else:
+                summary = self._run(now, dry_run=options["dry_run"])
+        if options["json"]:
+            self.stdout.write(json.dumps(summary, indent=2))
+        elif "skipped" in summary:
+            self.stdout.write(self.style.WARNING(f"Skipped: {summary['skipped']}."))
+        else:
+            verb = "Would expire" if options["dry_run"] else "Expired"
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"{verb} {summary['lots']} lots, {summary['amount']} in total, "
+                    f"across {len(summary['companies'])} companies."
+                )
+            )
+
+    def _run(self, now, *, dry_run: bool) -> dict:
+        per_company: dict[str, Decimal] = defaultdict(Decimal)
+        lots = 0
+        for lot_id, company_id, remaining in _due_in_batches(now):
+            if dry_run:
+                amount = remaining
+            else:
+                expiry = expire_lot(lot_id=lot_id, now=now)
+                if expiry is None:  # emptied meanwhile (another host, a consumption)
+                    continue
+                amount = expiry.amount
+            per_company[str(company_id)] += amount
+            lots += 1
+        return {
+            "dry_run": dry_run,
+            "now": now.isoformat(),
+            "lots": lots,
+            "amount": plain(sum(per_company.values(), Decimal(0))),
+            "companies": {c: plain(a) for c, a in sorted(per_company.items())},
+        }
+
+
+def _due_in_batches(now, size: int = 500):
+    """Keyset batches over the due lots, so memory stays flat whatever their number."""
+    last = 0
+    while True:
+        batch = list(
+            due_lots(now=now)
+            .filter(pk__gt=last)
+            .order_by("pk")
+            .values_list("pk", "company_id", "remaining")[:size]
+        )
+        yield from batch
+        if len(batch) < size:
+            return
+        last = batch[-1][0]

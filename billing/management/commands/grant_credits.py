@@ -1,0 +1,73 @@
+"""`manage.py grant_credits`: add paid or promotional credit to a company."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from billing.credits import grant_credits
+from billing.money import format_money
+from billing.services import BillingError, resolve_company
+
+
+def parse_expiry(text: str, tz) -> datetime:
+    """A date (its midnight in the company's time zone) or an ISO datetime."""
+    moment = parse_datetime(text)
+    if moment is None:
+        day = parse_date(text)
+        if day is None:
+            raise CommandError(f"--expires-at {text!r} is not a date (YYYY-MM-DD) or datetime.")
+        moment = datetime.combine(day, time.min)
+    return timezone.make_aware(moment, tz) if timezone.is_naive(moment) else moment
+
+
+class Command(BaseCommand):
+    help = (
+        "Add credit to a company: --kind purchase (paid) or grant (promotional), with a reason, "
+        "optionally expiring. Idempotent with --idempotency-key."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("company", help="Company UUID or external id.")
+        parser.add_argument("amount", help="Amount in the company's currency, e.g. 250.00.")
+        parser.add_argument(
+            "--kind", choices=["purchase", "grant"], required=True, help="purchase or grant."
+        )
+        parser.add_argument("--reason", required=True, help="Why (kept on the ledger entry).")
+        parser.add_argument(
+            "--expires-at",
+            help="When the credit expires: YYYY-MM-DD (midnight, company time zone) or ISO datetime.",
+        )
+        parser.add_argument(
+            "--idempotency-key", help="Replaying the same key posts nothing new (safe to retry)."
+        )
+
+    def handle(self, *args, **options) -> None:
+        try:
+            company = resolve_company(options["company"])
+            expires_at = (
+                parse_expiry(options["expires_at"], company.tz) if options["expires_at"] else None
+            )
+            posting = grant_credits(
+                company=company,
+                amount=options["amount"],
+                kind=options["kind"],
+                reason=options["reason"],
+                actor_label="manage.py grant_credits",
+                expires_at=expires_at,
+                idempotency_key=options["idempotency_key"],
+            )
+        except BillingError as exc:
+            raise CommandError(exc.message)
+        entry = posting.entry
+        verb = "Posted" if posting.created else "Already posted (replay)"
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{verb}: {entry.kind} of {format_money(entry.amount, company.currency)} to "
+                f"{company.name} (entry {entry.pk}); balance "
+                f"{format_money(entry.balance_after, company.currency)}."
+            )
+        )
