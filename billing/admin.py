@@ -7,6 +7,8 @@ and corrections are new entries posted through billing.services.
 from __future__ import annotations
 
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
 
 from billing.models import (
     APIKey,
@@ -34,8 +36,11 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 class MembershipInline(admin.TabularInline):
+    """Staff add a company's admins and viewers here (or with `manage.py add_member`)."""
+
     model = Membership
-    extra = 0
+    extra = 1
+    verbose_name = "member (sees this company's billing page)"
     autocomplete_fields = ["user"]
 
 
@@ -45,10 +50,23 @@ class CompanyAdmin(admin.ModelAdmin):
     list_filter = ["is_active", "timezone"]
     search_fields = ["name", "external_id", "id"]
     list_select_related = ["credit_balance"]
-    readonly_fields = ["id", "created_at", "updated_at"]
+    readonly_fields = ["id", "billing_page", "created_at", "updated_at"]
     inlines = [MembershipInline]
     fieldsets = [
-        (None, {"fields": ["id", "name", "external_id", "timezone", "currency", "is_active"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "id",
+                    "billing_page",
+                    "name",
+                    "external_id",
+                    "timezone",
+                    "currency",
+                    "is_active",
+                ]
+            },
+        ),
         (
             "Credit policy",
             {
@@ -62,6 +80,13 @@ class CompanyAdmin(admin.ModelAdmin):
         ),
         ("Timestamps", {"fields": ["created_at", "updated_at"]}),
     ]
+
+    @admin.display(description="Billing page")
+    def billing_page(self, obj: Company) -> str:
+        if obj.pk is None:
+            return "—"
+        url = reverse("billing:company", args=[obj.pk])
+        return format_html('<a href="{}">Open the billing page</a> (usage, credits)', url)
 
     @admin.display(description="Balance", ordering="credit_balance__balance")
     def balance_display(self, obj: Company) -> str:
