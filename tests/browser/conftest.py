@@ -1,0 +1,93 @@
+"""Headless Chromium for the browser tests: Debian's /usr/bin/chromium, one per session.
+
+Never downloads a browser: Playwright drives the system Chromium. Tests that
+use it are marked `browser` (the SQLite run deselects them).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
+
+# Playwright's sync API keeps an event loop in this thread; the ORM calls the
+# tests make between page actions are plain synchronous code, so allow them.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Let the live-server tests' flush TRUNCATE the append-only ledger, then guard it again.
+
+    Transactional tests are cleaned with TRUNCATE, which the ledger's trigger
+    refuses (as it should in production). The trigger is off only for the
+    flush of these tests' own throw-away test database.
+    """
+    _ledger_truncate_trigger(item, "DISABLE")
+    yield
+    _ledger_truncate_trigger(item, "ENABLE")
+
+
+def _ledger_truncate_trigger(item, action: str) -> None:
+    from django.db import connection
+    from pytest_django.plugin import blocking_manager_key
+
+    if connection.vendor != "postgresql":
+        return
+    with item.config.stash[blocking_manager_key].unblock():
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE billing_ledgerentry {action} TRIGGER ledger_no_truncate")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, live_server, settings):
+    plain = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    settings.STORAGES = {**settings.STORAGES, "staticfiles": plain}
+    # Fast hashing: these tests log in a few times; PBKDF2 is not under test.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    context = browser.new_context(
+        base_url=live_server.url, viewport={"width": 1280, "height": 900}, accept_downloads=True
+    )
+    context.set_default_timeout(10_000)
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+@pytest.fixture
+def shoot():
+    """Save a full-page screenshot under screenshots/ (git-ignored) for people to look at."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+
+    def save(page, name: str) -> Path:
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return save
