@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from itertools import islice
 
 from django.db.models import (
     Case,
@@ -25,7 +27,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from billing.models import AmountField, Company, LedgerEntry
-from usage.models import QuestionGenerationUsage, UsageDailyRollup
+from usage.models import Job, QuestionGenerationUsage, UsageDailyRollup
 
 
 def month_start(company: Company, now: datetime | None = None) -> date:
@@ -133,7 +135,7 @@ def _sums(raw: bool) -> dict:
             "cost": Coalesce(Sum("cost"), Value(Decimal(0)), output_field=AmountField())
         }
     return {
-        "generations": Count("id"),
+        "generations": Count("*"),
         "questions": Coalesce(Sum("question_count"), 0),
         "prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
         "cached_prompt_tokens": Coalesce(Sum("cached_prompt_tokens"), 0),
@@ -153,12 +155,14 @@ def usage_groups(company: Company, f: UsageFilters) -> QuerySet:
     if f.group == "generation":
         return generation_rows(company, f)
     if f.group == "job":
+        # Grouped without joining jobs (an index-only scan of the covering
+        # index); titles are looked up afterwards for the rows shown.
         draft = Case(When(job_id__isnull=True, then=F("draft_job_id")), default=Value(None))
         return (
             _raw_rows(company, f)
-            .values("job_id", "job__title")
+            .values("job_id")
             .annotate(draft=draft)
-            .values("job_id", "job__title", "draft")
+            .values("job_id", "draft")
             .annotate(**_sums(raw=True))
             .order_by("-cost", "job_id", "draft")
         )
@@ -173,6 +177,28 @@ def usage_groups(company: Company, f: UsageFilters) -> QuerySet:
         )
     key = "day" if f.group == "day" else "model"
     return _rollup_rows(company, f).values(key).annotate(**_sums(raw=False)).order_by(key)
+
+
+def usage_rows(
+    company: Company, f: UsageFilters, *, limit: int | None = None, chunk_size: int = 2000
+) -> Iterator[dict]:
+    """The usage table's rows: the first `limit` for the page, or all of them streamed
+    from a server-side cursor (the CSV), with job titles on the job grouping."""
+    groups = usage_groups(company, f)
+    rows = iter(groups[:limit]) if limit is not None else groups.iterator(chunk_size=chunk_size)
+    if f.group == "job":
+        return _with_job_titles(rows, chunk_size)
+    return rows
+
+
+def _with_job_titles(rows: Iterator[dict], chunk_size: int) -> Iterator[dict]:
+    """Add `job__title` to grouped rows, one query per chunk of rows."""
+    while chunk := list(islice(rows, chunk_size)):
+        ids = {row["job_id"] for row in chunk if row["job_id"]}
+        titles = dict(Job.objects.filter(pk__in=ids).values_list("pk", "title")) if ids else {}
+        for row in chunk:
+            row["job__title"] = titles.get(row["job_id"])
+            yield row
 
 
 def generation_rows(company: Company, f: UsageFilters) -> QuerySet:

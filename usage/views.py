@@ -25,10 +25,10 @@ from usage.access import company_for, is_platform_staff, visible_companies
 from usage.charts import daily_stacked_chart
 from usage.forms import CreditFilterForm, UsageFilterForm
 from usage.models import Job
-from usage.tables import COLUMNS, csv_lines, normalise
+from usage.tables import COLUMNS, csv_lines, html_cells, normalise, rows_html
 
 TABS = [("overview", "Overview"), ("usage", "Usage"), ("credits", "Credits")]
-PAGE_ROWS = 500
+PAGE_ROWS = 300
 LEDGER_ROWS = 100
 CSV_CHUNK = 5000
 STAFF_PAGE = 50
@@ -121,26 +121,33 @@ def _usage(request: HttpRequest, company: Company) -> dict | HttpResponseBase:
             raise Http404("No such job.")
     if request.GET.get("format") == "csv":
         return _usage_csv(company, filters)
-    rows = [normalise(row) for row in selectors.usage_groups(company, filters)[: PAGE_ROWS + 1]]
+    rows = [normalise(row) for row in selectors.usage_rows(company, filters, limit=PAGE_ROWS + 1)]
     chart_points = selectors.daily_cost_by_model(company, filters)
     query = request.GET.copy()
     query.pop("format", None)
+    columns = COLUMNS[filters.group]
+    range_query = _range_query(filters)
+    cells = [
+        html_cells(row, columns, currency=company.currency, tz=company.tz, drill_query=range_query)
+        for row in rows[:PAGE_ROWS]
+    ]
     return {
         "form": form,
         "filters": filters,
         "job": job,
         "totals": selectors.usage_totals(company, filters),
-        "columns": COLUMNS[filters.group],
+        "columns": columns,
         "rows": rows[:PAGE_ROWS],
+        "rows_html": rows_html(cells),
         "truncated": len(rows) > PAGE_ROWS,
         "chart": daily_stacked_chart(chart_points, filters.start, filters.end, company.currency),
         "csv_query": _with(query, format="csv"),
-        "range_query": _range_query(filters),
+        "range_query": range_query,
     }
 
 
 def _usage_csv(company: Company, filters: selectors.UsageFilters) -> StreamingHttpResponse:
-    rows = selectors.usage_groups(company, filters).iterator(chunk_size=CSV_CHUNK)
+    rows = selectors.usage_rows(company, filters, chunk_size=CSV_CHUNK)
     writer = csv.writer(_Echo())
     lines = (writer.writerow(line) for line in csv_lines(filters.group, rows, company.tz))
     response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")

@@ -66,7 +66,19 @@ def browser():
 
 
 @pytest.fixture
-def page(browser, live_server, settings):
+def _short_lived_connections():
+    """The live server answers each request in a new thread: with CONN_MAX_AGE those
+    threads' connections outlive them and keep the test database from being dropped."""
+    from django.db import connections
+
+    db = connections.settings["default"]
+    saved, db["CONN_MAX_AGE"] = db["CONN_MAX_AGE"], 0
+    yield
+    db["CONN_MAX_AGE"] = saved
+
+
+@pytest.fixture
+def page(browser, _short_lived_connections, live_server, settings):
     plain = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
     settings.STORAGES = {**settings.STORAGES, "staticfiles": plain}
     # Fast hashing: these tests log in a few times; PBKDF2 is not under test.

@@ -20,7 +20,7 @@ MAX_QUERIES = {
     ("overview", ""): 7,
     ("usage", "day"): 7,
     ("usage", "model"): 7,
-    ("usage", "job"): 7,
+    ("usage", "job"): 8,  # + the shown jobs' titles
     ("usage", "generation"): 7,
     ("credits", ""): 6,
 }
