@@ -6,7 +6,9 @@ exactly what the tab shows (the CSV's `cost` at full precision).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import csv
+import io
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
@@ -71,23 +73,46 @@ def normalise(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def csv_cell(column: Column, value: Any, tz: tzinfo) -> str:
-    if value is None:
-        return ""
+def _csv_formatter(column: Column, tz: tzinfo) -> Callable[[Any], str] | None:
+    """How one column is written, chosen once per export. None: as is (the csv
+    module writes None as an empty field and str() of anything else)."""
     if column.kind == "money":
-        return plain(value) or ""
+        return lambda value: "" if value is None else plain(value)
     if column.kind == "instant":
-        return value.astimezone(tz).isoformat()
-    return str(value)
+        return lambda value: (
+            "" if value is None else value.astimezone(tz).isoformat(timespec="microseconds")
+        )
+    return None
 
 
-def csv_lines(group: str, rows: Iterable[dict], tz: tzinfo) -> Iterator[list[str]]:
+def csv_lines(group: str, rows: Iterable[dict], tz: tzinfo) -> Iterator[list]:
     """The header, then one line per row, in the table's column order."""
     columns = COLUMNS[group]
     yield [column.key.replace("job__title", "job_title") for column in columns]
+    keys = [
+        "question_count" if c.key == "questions" and group == "generation" else c.key
+        for c in columns
+    ]
+    special = [(i, f) for i, c in enumerate(columns) if (f := _csv_formatter(c, tz))]
     for row in rows:
-        row = normalise(row)
-        yield [csv_cell(column, row.get(column.key), tz) for column in columns]
+        line = [row.get(key) for key in keys]
+        for index, fmt in special:
+            line[index] = fmt(line[index])
+        yield line
+
+
+def csv_chunks(lines: Iterable[list[str]], rows_per_chunk: int = 1000) -> Iterator[str]:
+    """CSV text in chunks of many lines: one response chunk per line costs more than the line."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")  # as PostgreSQL's COPY writes it
+    for count, line in enumerate(lines, start=1):
+        writer.writerow(line)
+        if count % rows_per_chunk == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue()
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ server-side cursor so that a million rows keep memory flat.
 
 from __future__ import annotations
 
-import csv
+from collections.abc import Iterator
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
+from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
@@ -25,7 +26,7 @@ from usage.access import company_for, is_platform_staff, visible_companies
 from usage.charts import daily_stacked_chart
 from usage.forms import CreditFilterForm, UsageFilterForm
 from usage.models import Job
-from usage.tables import COLUMNS, csv_lines, html_cells, normalise, rows_html
+from usage.tables import COLUMNS, csv_chunks, csv_lines, html_cells, normalise, rows_html
 
 TABS = [("overview", "Overview"), ("usage", "Usage"), ("credits", "Credits")]
 PAGE_ROWS = 300
@@ -147,20 +148,29 @@ def _usage(request: HttpRequest, company: Company) -> dict | HttpResponseBase:
 
 
 def _usage_csv(company: Company, filters: selectors.UsageFilters) -> StreamingHttpResponse:
-    rows = selectors.usage_rows(company, filters, chunk_size=CSV_CHUNK)
-    writer = csv.writer(_Echo())
-    lines = (writer.writerow(line) for line in csv_lines(filters.group, rows, company.tz))
-    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
+    if filters.group == "generation" and connection.vendor == "postgresql":
+        chunks = _copy_chunks(*selectors.generation_csv_copy(company, filters))
+    else:
+        rows = selectors.usage_rows(company, filters, chunk_size=CSV_CHUNK)
+        chunks = csv_chunks(csv_lines(filters.group, rows, company.tz))
+    response = StreamingHttpResponse(chunks, content_type="text/csv; charset=utf-8")
     name = f"usage-{company.pk}-{filters.start}-{filters.end}-by-{filters.group}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
 
-class _Echo:
-    """A file-like object whose write returns the line, for streaming csv.writer."""
-
-    def write(self, value: str) -> str:
-        return value
+def _copy_chunks(sql: str, params: dict) -> Iterator[bytes]:
+    """Stream PostgreSQL's COPY ... TO STDOUT output in chunks of about 64 KB."""
+    buffer = bytearray()
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(sql, params) as copy:
+            for block in copy:
+                buffer += block
+                if len(buffer) >= 65536:
+                    yield bytes(buffer)
+                    buffer.clear()
+    if buffer:
+        yield bytes(buffer)
 
 
 def _credits(request: HttpRequest, company: Company) -> dict:
