@@ -65,16 +65,26 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def _short_lived_connections():
+@pytest.fixture(scope="session")
+def _short_lived_connections(django_db_setup, django_db_blocker):
     """The live server answers each request in a new thread: with CONN_MAX_AGE those
-    threads' connections outlive them and keep the test database from being dropped."""
-    from django.db import connections
+    threads' connections outlive them and keep the test database from being dropped.
+    Session-wide, so that a request still in flight when a test ends closes its
+    connection; at the end, any server-thread connection left over is ended so the
+    test database can be dropped."""
+    from django.db import connection, connections
 
     db = connections.settings["default"]
     saved, db["CONN_MAX_AGE"] = db["CONN_MAX_AGE"], 0
     yield
     db["CONN_MAX_AGE"] = saved
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        connection.close()
 
 
 @pytest.fixture
