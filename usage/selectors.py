@@ -377,7 +377,10 @@ def _month_bounds_by_zone(now: datetime) -> tuple[Case, Case]:
     zones = Company.objects.order_by().values_list("timezone", flat=True).distinct()
     firsts, todays = [], []
     for zone in zones:
-        today = timezone.localtime(now, zoneinfo.ZoneInfo(zone)).date()
+        try:
+            today = timezone.localtime(now, zoneinfo.ZoneInfo(zone)).date()
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            continue  # a bad zone (the model validates it) shows no spend, not a 500
         firsts.append(When(timezone=zone, then=Value(today.replace(day=1))))
         todays.append(When(timezone=zone, then=Value(today)))
     fallback = Value(date(1, 1, 1))
