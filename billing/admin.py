@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 
 from billing.credits import post_credit
 from billing.forms import CreditPostingForm
@@ -97,8 +98,11 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 class MembershipInline(admin.TabularInline):
+    """Staff add a company's admins and viewers here (or with `manage.py add_member`)."""
+
     model = Membership
-    extra = 0
+    extra = 1
+    verbose_name = "member (sees this company's billing page)"
     autocomplete_fields = ["user"]
 
 
@@ -136,11 +140,24 @@ class CompanyAdmin(AuditedAdmin):
     list_filter = ["is_active", LowBalanceFilter, "timezone"]
     search_fields = ["name", "external_id", "id"]
     list_select_related = ["credit_balance"]
-    readonly_fields = ["id", "created_at", "updated_at"]
+    readonly_fields = ["id", "billing_page", "created_at", "updated_at"]
     inlines = [MembershipInline]
     change_form_template = "admin/billing/company/change_form.html"
     fieldsets = [
-        (None, {"fields": ["id", "name", "external_id", "timezone", "currency", "is_active"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "id",
+                    "billing_page",
+                    "name",
+                    "external_id",
+                    "timezone",
+                    "currency",
+                    "is_active",
+                ]
+            },
+        ),
         (
             "Credit policy",
             {
@@ -173,6 +190,13 @@ class CompanyAdmin(AuditedAdmin):
         for company in page:
             company.month_to_date_spend = spend[company.pk]
         return changelist
+
+    @admin.display(description="Billing page")
+    def billing_page(self, obj: Company) -> str:
+        if obj.pk is None:
+            return "—"
+        url = reverse("billing:company", args=[obj.pk])
+        return format_html('<a href="{}">Open the billing page</a> (usage, credits)', url)
 
     @admin.display(description="Balance", ordering="credit_balance__balance")
     def balance_display(self, obj: Company) -> str:

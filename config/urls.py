@@ -20,4 +20,5 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", api.urls()),
     re_path(r"^api/v1/(?P<rest>.*)$", api.unknown_endpoint),
+    path("billing/", include("usage.urls")),
 ]

@@ -17,6 +17,19 @@ from billing.models import AmountField, Company, ModelPrice
 
 INT32_MAX = 2_147_483_647
 
+# What the billing page's raw-table reports read, carried in the covering index.
+REPORT_COLUMNS = [
+    "job_id",
+    "draft_job_id",
+    "model",
+    "status",
+    "question_count",
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "completion_tokens",
+    "cost",
+]
+
 
 class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -102,7 +115,20 @@ class QuestionGenerationUsage(models.Model):
         verbose_name_plural = "question generation usage"
         ordering = ["-occurred_at"]
         indexes = [
-            models.Index(fields=["company", "occurred_at"], name="usage_company_occurred"),
+            # Covering: the billing page's job and generation reports over a
+            # company's local day range read only this index (no heap visits
+            # once the visibility map is set).
+            models.Index(
+                fields=["company", "occurred_at"],
+                name="usage_company_occurred",
+                include=REPORT_COLUMNS,
+            ),
+            # A job's generations (the drill-down), in time order.
+            models.Index(
+                fields=["company", "job", "occurred_at"],
+                name="usage_company_job_occurred",
+                condition=Q(job__isnull=False),
+            ),
             models.Index(fields=["-occurred_at"], name="usage_occurred_desc"),
             models.Index(
                 fields=["company", "draft_job_id"],
@@ -183,6 +209,16 @@ class UsageDailyRollup(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["company", "day", "model", "status"], name="rollup_unique_bucket"
+            ),
+        ]
+        indexes = [
+            # Pending-draft cost per company on the staff overview, without
+            # walking every bucket of the company's history.
+            models.Index(
+                fields=["company"],
+                name="rollup_pending_drafts",
+                condition=Q(status="draft"),
+                include=["generations", "cost"],
             ),
         ]
 

@@ -1,0 +1,68 @@
+"""Report selectors with a fixed clock: months, forecasts and per-zone month starts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.conftest import make_company, make_price, make_usage
+from usage.charts import daily_stacked_chart, nice_step
+from usage.selectors import companies_overview, spend_overview
+
+pytestmark = pytest.mark.django_db
+UTC = ZoneInfo("UTC")
+
+
+def _dollar(company, at, **kwargs):
+    """$1.00 of usage at `at` (100,000 completion tokens at $10 per million)."""
+    make_usage(
+        company, model="m", prompt_tokens=0, completion_tokens=100_000, occurred_at=at, **kwargs
+    )
+
+
+def test_spend_overview_compares_months_in_company_zone_and_forecasts():
+    make_price("m", output="10", effective_from=datetime(2025, 1, 1, tzinfo=UTC))
+    company = make_company(timezone="Asia/Tokyo")
+    _dollar(company, datetime(2026, 9, 30, 16, 0, tzinfo=UTC))  # Oct 1 in Tokyo
+    _dollar(company, datetime(2026, 10, 5, 3, 0, tzinfo=UTC))
+    _dollar(company, datetime(2026, 10, 31, 14, 0, tzinfo=UTC))  # Oct 31, 23:00 Tokyo
+    _dollar(company, datetime(2026, 10, 31, 15, 30, tzinfo=UTC))  # Nov 1, 00:30 Tokyo
+    _dollar(company, datetime(2026, 11, 3, 0, 0, tzinfo=UTC))
+    now = datetime(2026, 11, 15, 15, 0, tzinfo=UTC)  # Nov 16, 00:00 Tokyo: half of November
+    spend = spend_overview(company, now)
+    assert spend.this_month == Decimal(2)  # Nov 1 00:30 and Nov 3
+    assert spend.last_month == Decimal(3)
+    assert spend.last_month_same_period == Decimal(2)  # Oct 1 and Oct 5, not Oct 31
+    assert spend.forecast == Decimal(4)  # $2 in 15 of 30 days
+    assert (spend.pending.generations, spend.pending.cost) == (5, Decimal(5))  # all drafts
+    assert spend.abandoned.generations == 0
+
+
+def test_staff_overview_month_starts_in_each_company_zone():
+    make_price("m", output="10", effective_from=datetime(2025, 1, 1, tzinfo=UTC))
+    tokyo = make_company(name="Tokyo", timezone="Asia/Tokyo")
+    utc = make_company(name="Utc", timezone="UTC")
+    at = datetime(2026, 10, 31, 20, 0, tzinfo=UTC)  # November in Tokyo, October in UTC
+    _dollar(tokyo, at)
+    _dollar(utc, at)
+    rows = {c.name: c for c in companies_overview(now=datetime(2026, 11, 2, tzinfo=UTC))}
+    assert rows["Tokyo"].month_spend == Decimal(1)
+    assert rows["Utc"].month_spend == Decimal(0)
+    assert rows["Tokyo"].pending_cost == Decimal(1)  # recorded as a draft
+
+
+def test_chart_scale_and_tooltips():
+    assert nice_step(Decimal("0.37")) == Decimal("0.1")
+    assert nice_step(Decimal("13")) == Decimal("5")
+    day = datetime(2026, 11, 2).date()
+    chart = daily_stacked_chart(
+        [(day, "a", Decimal("1.5")), (day, "b", Decimal("0.5"))], day, day, "USD"
+    )
+    assert [b.title for b in chart.bars] == [
+        "Mon Nov 2: a $1.50 (day total $2.00)",
+        "Mon Nov 2: b $0.50 (day total $2.00)",
+    ]
+    assert daily_stacked_chart([], day, day, "USD") is None

@@ -1,0 +1,14 @@
+"""/billing/: the staff overview and each company's billing page."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from usage import views
+
+app_name = "billing"
+
+urlpatterns = [
+    path("", views.billing_home, name="home"),
+    path("<uuid:company_id>/", views.company_page, name="company"),
+]
