@@ -56,8 +56,8 @@ CHECKS: dict[str, str] = {
          WHERE balance_after <> running GROUP BY company_id""",
     "usage_debited_once_for_its_cost": """
         SELECT COALESCE(u.company_id, d.company_id), COUNT(*) || ' usage rows not debited '
-               || 'exactly once for exactly their cost (or debits without their row)'
-          FROM (SELECT id, company_id, cost FROM {usage} u WHERE TRUE {c:u}) u
+               || 'exactly once for exactly their cost, prepaid rows with a debit, or debits without their row'
+          FROM (SELECT id, company_id, cost, prepaid FROM {usage} u WHERE TRUE {c:u}) u
           FULL JOIN (SELECT usage_id, MIN(company_id::text)::uuid AS company_id,
                             COUNT(DISTINCT company_id) AS companies,
                             COUNT(*) FILTER (WHERE kind = 'usage') AS debits,
@@ -65,8 +65,11 @@ CHECKS: dict[str, str] = {
                        FROM {ledger} e WHERE usage_id IS NOT NULL {c:e}
                       GROUP BY usage_id) d ON d.usage_id = u.id
          WHERE u.id IS NULL OR d.companies > 1 OR d.company_id <> u.company_id
-            OR (u.cost IS NULL AND d.usage_id IS NOT NULL AND (d.debits > 0 OR d.total <> 0))
-            OR (u.cost IS NOT NULL AND (d.usage_id IS NULL OR d.debits <> 1 OR d.total <> -u.cost))
+            OR (u.prepaid AND d.usage_id IS NOT NULL)
+            OR (NOT u.prepaid AND u.cost IS NULL AND d.usage_id IS NOT NULL
+                AND (d.debits > 0 OR d.total <> 0))
+            OR (NOT u.prepaid AND u.cost IS NOT NULL
+                AND (d.usage_id IS NULL OR d.debits <> 1 OR d.total <> -u.cost))
          GROUP BY 1""",
     "every_credit_has_its_lot": """
         SELECT COALESCE(e.company_id, lot.company_id), COUNT(*) || ' positive postings without '

@@ -33,7 +33,7 @@ class QuestionGenerationUsageAdmin(ReadOnlyAdmin):
         "cost",
         "cost_source",
     ]
-    list_filter = ["status", "cost_source", "model"]
+    list_filter = ["status", "cost_source", "prepaid", "model"]
     search_fields = ["=id", "=draft_job_id", "=idempotency_key", "=job__id"]
     list_select_related = ["company", "job"]
     raw_id_fields = ["company", "job", "price"]

@@ -108,6 +108,13 @@ class QuestionGenerationUsage(models.Model):
     abandoned_at = models.DateTimeField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     processing_time_ms = models.IntegerField(null=True, blank=True)
+    prepaid = models.BooleanField(
+        default=False,
+        help_text=(
+            "Imported history already paid for outside this system (import_usage "
+            "--no-debit): recorded and reported, never debited from credits."
+        ),
+    )
 
     class Meta:
         db_table = "question_generation_usage"

@@ -293,7 +293,7 @@ def record_usage(
     job = find_job_for(company, job_id=event.job_id, draft_job_id=event.draft_job_id)
     occurred_at = event.occurred_at or now
     price = None if reported_cost is not None else price_in_effect(event.model, occurred_at)
-    usage = build_usage(event, company, job, reported_cost, price, fp, now)
+    usage = build_usage(event, company, job, reported_cost, price, fp, now, prepaid=not debit)
     with transaction.atomic():
         inserted = insert_usage_rows([usage])
         if inserted:
@@ -342,8 +342,13 @@ def build_usage(
     price: ModelPrice | None,
     fp: str,
     now: datetime,
+    *,
+    prepaid: bool = False,
 ) -> QuestionGenerationUsage:
-    """The row an event becomes (not saved): one definition for every path."""
+    """The row an event becomes (not saved): one definition for every path.
+
+    `prepaid` marks history recorded without a debit (paid outside this system).
+    """
     occurred_at = event.occurred_at or now
     draft_id = event.draft_job_id or (event.job_id if job is None else None)
     if reported_cost is not None:
@@ -374,6 +379,7 @@ def build_usage(
         recorded_at=now,
         metadata=event.metadata or {},
         processing_time_ms=event.processing_time_ms,
+        prepaid=prepaid,
     )
 
 
@@ -459,7 +465,7 @@ def record_usage_batch(
         companies = resolve_companies([e.company for e in events])
     pending = _validated(events, companies, outcomes, now)
     firsts, repeats = _split_repeats(pending)
-    _build_rows(firsts, outcomes, now)
+    _build_rows(firsts, outcomes, now, prepaid=not debit)
     building = [p for p in firsts if p.usage is not None]
     with transaction.atomic():
         inserted = insert_usage_rows([p.usage for p in building])
@@ -524,7 +530,7 @@ def _split_repeats(
     return list(first_by_key.values()), repeats
 
 
-def _build_rows(pending: list[_Pending], outcomes: list, now: datetime) -> None:
+def _build_rows(pending: list[_Pending], outcomes: list, now: datetime, *, prepaid: bool) -> None:
     job_uuids = {u for p in pending if (u := _as_uuid(p.event.job_id)) is not None}
     drafts = set().union(*(_drafts_of(p.event.job_id, p.event.draft_job_id) for p in pending))
     jobs = JobIndex(_job_candidates({p.company.pk for p in pending}, job_uuids, drafts))
@@ -539,7 +545,9 @@ def _build_rows(pending: list[_Pending], outcomes: list, now: datetime) -> None:
         price = None
         if p.reported_cost is None:
             price = prices.in_effect(event.model, event.occurred_at or now)
-        p.usage = build_usage(event, p.company, job, p.reported_cost, price, p.fp, now)
+        p.usage = build_usage(
+            event, p.company, job, p.reported_cost, price, p.fp, now, prepaid=prepaid
+        )
 
 
 class PriceBook:

@@ -84,7 +84,9 @@ def test_a_balance_corrupted_behind_its_back_is_caught(company, other_company, p
 @requires_postgres
 def test_a_missing_debit_is_caught(company, other_company, price):
     _world(company, other_company, price)
-    record_usage(make_event(company), company=company, debit=False)
+    usage = record_usage(make_event(company), company=company, debit=False).usage
+    # Not prepaid history, yet no debit: a debit lost behind the service's back.
+    _sql("UPDATE question_generation_usage SET prepaid = false WHERE id = %s", [usage.pk])
     failures = check_ledger()
     assert [(f.company_id, f.invariant) for f in failures] == [
         (str(company.pk), "usage_debited_once_for_its_cost")
@@ -92,9 +94,32 @@ def test_a_missing_debit_is_caught(company, other_company, price):
 
 
 @requires_postgres
+def test_prepaid_history_is_not_a_missing_debit(company, other_company, price):
+    _world(company, other_company, price)
+    usage = record_usage(make_event(company), company=company, debit=False).usage
+    assert usage.prepaid and usage.cost > 0
+    assert check_ledger() == []
+
+
+@requires_postgres
+def test_a_debit_on_prepaid_history_is_caught(company, price):
+    grant(company, "50")
+    usage = record_usage(make_event(company), company=company, debit=False).usage
+    post_entry(
+        company=company,
+        kind="usage",
+        amount=-usage.cost,
+        idempotency_key=f"usage:{usage.pk}",
+        usage_id=usage.pk,
+    )
+    assert {f.invariant for f in check_ledger()} == {"usage_debited_once_for_its_cost"}
+
+
+@requires_postgres
 def test_a_debit_of_the_wrong_amount_is_caught(company, price):
     grant(company, "50")
     usage = record_usage(make_event(company), company=company, debit=False).usage
+    _sql("UPDATE question_generation_usage SET prepaid = false WHERE id = %s", [usage.pk])
     post_entry(
         company=company,
         kind="usage",

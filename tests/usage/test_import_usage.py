@@ -83,6 +83,7 @@ def test_no_debit_records_history_without_touching_credits(tmp_path, company, pr
     assert summary.imported == 1 and summary.total_cost == Decimal("1.5")
     assert LedgerEntry.objects.filter(company=company, kind="usage").count() == 0
     assert CreditBalance.objects.get(company=company).balance == Decimal("5")
+    assert QuestionGenerationUsage.objects.get(company=company).prepaid
 
 
 def test_messy_csv_blank_lines_quoted_commas_and_null_strings(tmp_path, company, price):
