@@ -230,6 +230,9 @@ class LedgerEntry(models.Model):
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["company", "-id"], name="ledger_company_id_desc"),
+            # The credits tab filtered by kind: without it, a company with millions
+            # of usage debits is scanned to find its few purchases.
+            models.Index(fields=["company", "kind", "-id"], name="ledger_company_kind_id"),
             models.Index(fields=["usage_id"], name="ledger_usage_id"),
         ]
         constraints = [
