@@ -1,0 +1,37 @@
+"""Regressions found in the second review of the money-recording code (one test per bug)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.conftest import api_client_for, assert_error, usage_payload
+from tests.conftest import make_company
+from usage.models import QuestionGenerationUsage
+
+pytestmark = pytest.mark.django_db
+
+UUID_SHAPED = "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+
+
+def test_company_key_may_name_its_company_by_a_uuid_shaped_external_id(price):
+    # Main products often use UUIDs as tenant ids; such an external id is still the company's.
+    company = make_company(external_id=UUID_SHAPED)
+    api = api_client_for(company)
+    single = api.post("/usage", usage_payload(company, company=UUID_SHAPED))
+    batch = api.post(
+        "/usage/batch",
+        {"events": [usage_payload(company, company=UUID_SHAPED, idempotency_key="b")]},
+    )
+    assert single.status_code == 201, single.content
+    assert batch.json()["results"][0]["outcome"] == "created", batch.content
+    assert QuestionGenerationUsage.objects.filter(company=company).count() == 2
+
+
+def test_company_key_still_refused_for_another_company_by_uuid_shaped_external_id(price):
+    mine = make_company(external_id=UUID_SHAPED)
+    theirs = make_company(external_id="00000000-0000-4000-8000-000000000001")
+    response = api_client_for(mine).post(
+        "/usage", usage_payload(theirs, company=theirs.external_id)
+    )
+    assert_error(response, 403, "forbidden")
+    assert not QuestionGenerationUsage.objects.exists()
