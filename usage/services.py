@@ -687,15 +687,11 @@ def _get_or_create_job(
                 fields={"draft_job_id": "differs from the one the job was saved with"},
             )
         if draft_job_id and existing.draft_id is None:
+            _refuse_saved_draft(company, draft_job_id)
             existing.draft_id = draft_job_id
             existing.save(update_fields=["draft_id", "updated_at"])
         return existing, False
-    by_draft = draft_job_id and Job.objects.filter(company=company, draft_id=draft_job_id).first()
-    if by_draft:
-        raise IdempotencyConflict(
-            f"Draft {draft_job_id!r} was already saved as job {by_draft.pk}.",
-            fields={"draft_job_id": f"already saved as job {by_draft.pk}"},
-        )
+    _refuse_saved_draft(company, draft_job_id)
     try:
         with transaction.atomic():
             job = Job.objects.create(
@@ -704,9 +700,21 @@ def _get_or_create_job(
     except IntegrityError:
         job = Job.objects.filter(pk=job_uuid, company=company).first()
         if job is None:
+            _refuse_saved_draft(company, draft_job_id)  # a concurrent save took the draft id
             raise
         return job, False
     return job, True
+
+
+def _refuse_saved_draft(company: Company, draft_job_id: str | None) -> None:
+    """IdempotencyConflict if another job of the company was saved with this draft id
+    (the unique draft id per company would otherwise surface as a 500)."""
+    by_draft = draft_job_id and Job.objects.filter(company=company, draft_id=draft_job_id).first()
+    if by_draft:
+        raise IdempotencyConflict(
+            f"Draft {draft_job_id!r} was already saved as job {by_draft.pk}.",
+            fields={"draft_job_id": f"already saved as job {by_draft.pk}"},
+        )
 
 
 def link_drafts(*, company: Company, job: Job, now: datetime | None = None) -> int:

@@ -35,3 +35,11 @@ def test_company_key_still_refused_for_another_company_by_uuid_shaped_external_i
     )
     assert_error(response, 403, "forbidden")
     assert not QuestionGenerationUsage.objects.exists()
+
+
+def test_saving_a_job_with_a_draft_id_another_job_holds_is_409_not_500(company):
+    api = api_client_for(company)
+    assert api.post("/jobs", {"title": "first", "draft_job_id": "D"}).status_code == 201
+    second = api.post("/jobs", {"title": "second"}).json()["id"]
+    response = api.post("/jobs", {"title": "second", "job_id": second, "draft_job_id": "D"})
+    assert_error(response, 409, "idempotency_conflict")
