@@ -12,7 +12,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -77,6 +77,8 @@ class RecordResult:
 
 # --- Validation ----------------------------------------------------------------
 
+EARLIEST_OCCURRED_AT = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def _check_count(name: str, value: object, errors: dict[str, str]) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -132,6 +134,9 @@ def _check_occurred_and_cost(
             skew = timedelta(seconds=settings.USAGE_MAX_FUTURE_SKEW_SECONDS)
             if event.occurred_at > now + skew:
                 errors["occurred_at"] = f"must not be more than {skew} in the future"
+            elif event.occurred_at < EARLIEST_OCCURRED_AT:
+                # Year 1 and the like overflow the company's local day (a 500).
+                errors["occurred_at"] = f"must not be before {EARLIEST_OCCURRED_AT.isoformat()}"
     if event.cost is None or event.cost == "":
         return None
     try:

@@ -43,3 +43,18 @@ def test_saving_a_job_with_a_draft_id_another_job_holds_is_409_not_500(company):
     second = api.post("/jobs", {"title": "second"}).json()["id"]
     response = api.post("/jobs", {"title": "second", "job_id": second, "draft_job_id": "D"})
     assert_error(response, 409, "idempotency_conflict")
+
+
+@pytest.mark.parametrize("occurred_at", ["0001-01-01T00:00:00Z", "0001-01-01T03:00:00+05:00"])
+def test_timestamp_in_year_one_is_422_and_loses_no_other_batch_event(price, occurred_at):
+    # The company's local day of such an instant overflowed Python's dates: a 500,
+    # and in a batch the 500 took every other event down with it.
+    company = make_company(timezone="America/New_York")
+    api = api_client_for(company)
+    single = api.post("/usage", usage_payload(company, occurred_at=occurred_at))
+    error = assert_error(single, 422, "validation_error")
+    assert "occurred_at" in error["fields"]
+    bad = usage_payload(company, occurred_at=occurred_at, idempotency_key="bad")
+    good = usage_payload(company, idempotency_key="good")
+    results = api.post("/usage/batch", {"events": [bad, good]}).json()["results"]
+    assert [r["status"] for r in results] == [422, 201]
