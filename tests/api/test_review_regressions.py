@@ -58,3 +58,36 @@ def test_timestamp_in_year_one_is_422_and_loses_no_other_batch_event(price, occu
     good = usage_payload(company, idempotency_key="good")
     results = api.post("/usage/batch", {"events": [bad, good]}).json()["results"]
     assert [r["status"] for r in results] == [422, 201]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("model", "gpt\u0000"),
+        ("idempotency_key", "k\u0000"),
+        ("draft_job_id", "d\u0000"),
+        ("job_id", "j\u0000"),
+        ("company", "org\u0000"),
+        ("metadata", {"nested": ["x\u0000"]}),
+        ("metadata", {"k\u0000": 1}),
+    ],
+)
+def test_nul_character_is_422_not_500(price, field, value):
+    # PostgreSQL text and jsonb cannot hold NUL: the query failed with a 500, and in a
+    # batch that 500 lost every other event.
+    company = make_company()
+    api = api_client_for()  # a platform key, so that `company` is looked up
+    single = api.post("/usage", usage_payload(company, **{field: value}))
+    assert_error(single, 422, "validation_error")
+    bad = {**usage_payload(company, idempotency_key="bad"), field: value}
+    good = usage_payload(company, idempotency_key="good")
+    response = api.post("/usage/batch", {"events": [bad, good]})
+    assert [r["status"] for r in response.json()["results"]] == [422, 201], response.content
+
+
+def test_nul_character_in_a_job_or_company_is_422_not_500(company):
+    api = api_client_for()
+    job = api.post("/jobs", {"company": str(company.pk), "title": "t\u0000"})
+    assert_error(job, 422, "validation_error")
+    tenant = api.post("/companies", {"external_id": "x\u0000", "name": "n"})
+    assert_error(tenant, 422, "validation_error")
