@@ -91,3 +91,15 @@ def test_nul_character_in_a_job_or_company_is_422_not_500(company):
     assert_error(job, 422, "validation_error")
     tenant = api.post("/companies", {"external_id": "x\u0000", "name": "n"})
     assert_error(tenant, 422, "validation_error")
+
+
+def test_negative_zero_cost_answers_a_replay_with_the_same_body(company):
+    # "-0" was stored as 0 but answered "-0.00" the first time and "0.00" on replay,
+    # and "0" then "-0.0" under one key was a 409 although the amounts are equal.
+    api = api_client_for(company)
+    first = api.post("/usage", usage_payload(company, cost="-0"))
+    replay = api.post("/usage", usage_payload(company, cost="-0"))
+    assert (first.status_code, replay.status_code) == (201, 200)
+    assert first.json() == replay.json()
+    assert first.json()["cost"] == "0.00"
+    assert api.post("/usage", usage_payload(company, cost="-0.0")).status_code == 200
