@@ -251,6 +251,13 @@ class JobIndex:
         return None
 
 
+def _draft_key(job_id: str | None) -> str | None:
+    """A not-yet-saved job id as its draft key: a UUID in the canonical spelling that
+    link_drafts looks up when the job is saved (any other text as sent)."""
+    job_uuid = _as_uuid(job_id)
+    return str(job_uuid) if job_uuid is not None else job_id
+
+
 def _drafts_of(job_id: str | None, draft_job_id: str | None) -> set[str]:
     return {d for d in (draft_job_id, job_id) if d}
 
@@ -348,7 +355,7 @@ def build_usage(
 ) -> QuestionGenerationUsage:
     """The row an event becomes (not saved): one definition for every path."""
     occurred_at = event.occurred_at or now
-    draft_id = event.draft_job_id or (event.job_id if job is None else None)
+    draft_id = event.draft_job_id or (_draft_key(event.job_id) if job is None else None)
     if reported_cost is not None:
         cost, price, source = reported_cost, None, CostSource.REPORTED
     elif price is not None:

@@ -103,3 +103,19 @@ def test_negative_zero_cost_answers_a_replay_with_the_same_body(company):
     assert first.json() == replay.json()
     assert first.json()["cost"] == "0.00"
     assert api.post("/usage", usage_payload(company, cost="-0.0")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [UUID_SHAPED.upper(), UUID_SHAPED.replace("-", ""), "{" + UUID_SHAPED + "}"],
+)
+def test_usage_under_a_not_yet_saved_job_id_links_when_the_job_is_saved(company, price, spelling):
+    # The draft was kept under the id's text as sent, but saving the job looks drafts up
+    # under its canonical UUID: the usage stayed a draft for ever (and was later abandoned).
+    api = api_client_for(company)
+    usage = api.post("/usage", usage_payload(company, job_id=spelling, draft_job_id=None)).json()
+    assert usage["status"] == "draft"
+    saved = api.post("/jobs", {"title": "t", "job_id": spelling}).json()
+    assert saved["linked_usage_rows"] == 1
+    row = QuestionGenerationUsage.objects.get(pk=usage["id"])
+    assert (row.status, str(row.job_id)) == ("linked", UUID_SHAPED)
