@@ -275,8 +275,13 @@ def _timestamp(row: dict[str, Any], assume_tz: zoneinfo.ZoneInfo | None) -> date
     value = _value(row, "occurred_at")
     if value is None:
         raise RowError("created_at/occurred_at is required")
+    if isinstance(value, bool):
+        raise RowError(f"created_at {value!r} is not a timestamp")
     if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
-        return datetime.fromtimestamp(float(value), tz=UTC)
+        try:
+            return datetime.fromtimestamp(float(value), tz=UTC)
+        except (ValueError, OverflowError, OSError):  # out of range, or digits like '²'
+            raise RowError(f"created_at {value!r} is not a Unix timestamp in range")
     try:
         moment = datetime.fromisoformat(str(value))
     except ValueError:
