@@ -249,6 +249,8 @@ def _int(row: dict[str, Any], name: str) -> int | None:
         raise RowError(f"{name} must be a whole number, got {value!r}")
     if not number.is_finite() or number != number.to_integral_value():
         raise RowError(f"{name} must be a whole number, got {value!r}")
+    if number.adjusted() > 18:  # int() of 1e999999999 would build a billion digits
+        raise RowError(f"{name} {value!r} is far too large")
     return int(number)
 
 

@@ -46,3 +46,17 @@ def test_non_timestamp_json_values_are_rejects(tmp_path, company, price, bad):
     summary = run(write(tmp_path, jsonl(company, bad), name="usage.jsonl"))
     assert (summary.imported, summary.rejected) == (1, 1)
     assert QuestionGenerationUsage.objects.get().idempotency_key == "import:2"
+
+
+def test_huge_exponent_token_count_is_a_reject_without_building_the_number(
+    tmp_path, company, price
+):
+    # int(Decimal("1e999999999")) builds a billion-digit integer: the import hung.
+    path = write(
+        tmp_path,
+        f"{HEADER}\n1,{company.pk},,d,1e999999999,1,,1,,gpt-test,{stamp()}\n"
+        f"2,{company.pk},,d,1,1,2,1,,gpt-test,{stamp()}\n",
+    )
+    summary = run(path)
+    assert (summary.imported, summary.rejected) == (1, 1)
+    assert "prompt_tokens" in rejects(summary)[0]["_reason"]
