@@ -49,6 +49,7 @@ from django.utils import timezone
 from billing.models import Company
 from billing.services import BillingError, CompanyNotFound, IdempotencyConflict, resolve_company
 from usage.models import QuestionGenerationUsage
+from usage.schemas import NUL_REASON, nul_path
 from usage.services import (
     RecordResult,
     UsageEvent,
@@ -320,6 +321,8 @@ def event_from_row(
     row: dict[str, Any], *, assume_tz: zoneinfo.ZoneInfo | None = None
 ) -> UsageEvent:
     """The UsageEvent a source row describes; RowError naming the first problem."""
+    if (where := nul_path(row)) is not None:  # PostgreSQL cannot store NUL
+        raise RowError(f"{where} {NUL_REASON}")
     key = _text(row, "idempotency_key")
     if key is None:
         source_id = _text(row, "id")

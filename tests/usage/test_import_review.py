@@ -60,3 +60,22 @@ def test_huge_exponent_token_count_is_a_reject_without_building_the_number(
     summary = run(path)
     assert (summary.imported, summary.rejected) == (1, 1)
     assert "prompt_tokens" in rejects(summary)[0]["_reason"]
+
+
+@pytest.mark.parametrize(
+    "bad", ['"company_id": "x\\u0000"', '"model_used": "m\\u0000"', '"metadata": {"a": "\\u0000"}']
+)
+def test_nul_character_is_a_reject_not_a_crash(tmp_path, company, price, bad):
+    # PostgreSQL cannot store NUL: the query raised DataError out of the import.
+    summary = run(write(tmp_path, jsonl(company, bad), name="usage.jsonl"))
+    assert (summary.imported, summary.rejected) == (1, 1)
+
+
+def test_nul_byte_in_a_csv_cell_is_a_reject(tmp_path, company, price):
+    path = write(
+        tmp_path,
+        f"{HEADER}\n1,{company.pk},,d\x00,1,1,2,1,,gpt-test,{stamp()}\n"
+        f"2,{company.pk},,d,1,1,2,1,,gpt-test,{stamp()}\n",
+    )
+    summary = run(path)
+    assert (summary.imported, summary.rejected) == (1, 1)
