@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from tests.api.conftest import api_client_for, assert_error, usage_payload
-from tests.conftest import make_company
-from usage.models import QuestionGenerationUsage
+from tests.conftest import make_company, make_price
+from usage import inbox
+from usage.models import QuestionGenerationUsage, RejectedEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -119,3 +123,22 @@ def test_usage_under_a_not_yet_saved_job_id_links_when_the_job_is_saved(company,
     assert saved["linked_usage_rows"] == 1
     row = QuestionGenerationUsage.objects.get(pk=usage["id"])
     assert (row.status, str(row.job_id)) == ("linked", UUID_SHAPED)
+
+
+def test_inbox_replay_dates_an_event_without_occurred_at_when_it_was_received(db):
+    # occurred_at defaults to "now"; replayed from the inbox days later, "now" became the
+    # replay time: the usage moved to another day (or month) and was priced at that day's price.
+    received = timezone.now() - timedelta(days=40)
+    make_price(input="1.00", output="1.00", effective_to=received + timedelta(days=1))
+    make_price(input="9.00", output="9.00", effective_from=received + timedelta(days=1))
+    body = {**usage_payload(make_company(), company="org_late"), "idempotency_key": "late"}
+    assert api_client_for().post("/usage", body).status_code == 404
+    RejectedEvent.objects.update(received_at=received)
+    company = make_company(external_id="org_late")
+
+    assert inbox.replay(RejectedEvent.objects.all()).replayed == 1
+    usage = QuestionGenerationUsage.objects.get(company=company)
+    assert usage.occurred_at == received
+    assert usage.price.input_per_million == 1
+    # a later retry of the very same request by its sender is a replay, not a conflict
+    assert api_client_for(company).post("/usage", body).status_code == 200
