@@ -262,6 +262,33 @@ def _drafts_of(job_id: str | None, draft_job_id: str | None) -> set[str]:
     return {d for d in (draft_job_id, job_id) if d}
 
 
+def _event_drafts(event: UsageEvent) -> set[str]:
+    """Every draft key an event's usage may be kept under or linked by."""
+    drafts = _drafts_of(event.job_id, event.draft_job_id)
+    return drafts | {k for k in (_draft_key(event.job_id),) if k}
+
+
+def lock_drafts(drafts: list[tuple[uuid.UUID, str]]) -> None:
+    """Serialise recording usage under these (company, draft id)s with saving their job.
+
+    Without it a usage that looked its job up just before the job was saved, and
+    committed just after the save linked the drafts, stayed a draft although its
+    job existed. Transaction-scoped advisory locks on PostgreSQL, taken in one
+    sorted order before any row lock (so they add no deadlock); SQLite has one
+    writer at a time anyway.
+    """
+    if connection.vendor != "postgresql" or not drafts:
+        return
+    keys = sorted({_draft_lock_key(company_id, draft) for company_id, draft in drafts})
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [keys])
+
+
+def _draft_lock_key(company_id: uuid.UUID, draft: str) -> int:
+    digest = hashlib.sha256(f"draft:{company_id}:{draft}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 def find_job_for(company: Company, *, job_id: str | None, draft_job_id: str | None) -> Job | None:
     """The saved job an event belongs to (one query). Raises CrossTenantJob."""
     job_uuid = _as_uuid(job_id)
@@ -300,11 +327,12 @@ def record_usage(
     company = company or resolve_company(event.company)
     reported_cost = validate_event(event, now=now)
     fp = fingerprint(event, company, reported_cost)
-    job = find_job_for(company, job_id=event.job_id, draft_job_id=event.draft_job_id)
     occurred_at = event.occurred_at or now
     price = None if reported_cost is not None else price_in_effect(event.model, occurred_at)
-    usage = build_usage(event, company, job, reported_cost, price, fp, now)
     with transaction.atomic():
+        lock_drafts([(company.pk, draft) for draft in _event_drafts(event)])
+        job = find_job_for(company, job_id=event.job_id, draft_job_id=event.draft_job_id)
+        usage = build_usage(event, company, job, reported_cost, price, fp, now)
         inserted = insert_usage_rows([usage])
         if inserted:
             rollup.add_rows([usage])
@@ -464,9 +492,10 @@ def record_usage_batch(
         companies = resolve_companies([e.company for e in events])
     pending = _validated(events, companies, outcomes, now)
     firsts, repeats = _split_repeats(pending)
-    _build_rows(firsts, outcomes, now)
-    building = [p for p in firsts if p.usage is not None]
     with transaction.atomic():
+        lock_drafts([(p.company.pk, d) for p in firsts for d in _event_drafts(p.event)])
+        _build_rows(firsts, outcomes, now)
+        building = [p for p in firsts if p.usage is not None]
         inserted = insert_usage_rows([p.usage for p in building])
         new = [p for p in building if p.usage.pk in inserted]
         if new:
@@ -678,6 +707,7 @@ def save_job(
     if job_id and job_uuid is None:
         raise UsageValidationError("job_id must be a UUID.", fields={"job_id": "must be a UUID"})
     with transaction.atomic():
+        lock_drafts([(company.pk, d) for d in (str(job_uuid), draft_job_id) if d])
         job, created = _get_or_create_job(company, job_uuid, title, draft_job_id)
         linked = link_drafts(company=company, job=job, now=now)
     return SaveJobResult(job=job, created=created, linked_usage_rows=linked)
