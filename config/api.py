@@ -23,7 +23,7 @@ from billing.api import ApiError, APIKeyAuth, status_of
 from billing.api import router as companies_router
 from billing.services import BillingError
 from usage.api import router as usage_router
-from usage.schemas import NUL_REASON, nul_path, readable_errors
+from usage.schemas import NUL_REASON, nul_path, readable_errors, strict_json_loads
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class JSONObjectParser(Parser):
     """JSON bodies must be objects: a list or a number is refused before validation."""
 
     def parse_body(self, request: HttpRequest) -> dict:
-        data = json.loads(request.body)
+        data = strict_json_loads(request.body)
         if not isinstance(data, dict):
             raise NotAnObject("the body must be a JSON object")
         # A batch's events are checked one by one (one bad event loses no other).

@@ -49,7 +49,7 @@ from django.utils import timezone
 from billing.models import Company
 from billing.services import BillingError, CompanyNotFound, IdempotencyConflict, resolve_company
 from usage.models import QuestionGenerationUsage
-from usage.schemas import NUL_REASON, nul_path
+from usage.schemas import NUL_REASON, nul_path, strict_json_loads
 from usage.services import (
     RecordResult,
     UsageEvent,
@@ -208,12 +208,12 @@ def read_jsonl(handle: IO[str]) -> Iterator[Row | tuple[int, RowError]]:
         if not text.strip():
             continue
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield (
-                number,
-                RowError(f"not valid JSON: {exc.msg} at column {exc.colno}", text.rstrip("\r\n")),
+            value = strict_json_loads(text)
+        except ValueError as exc:
+            where = (
+                f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else exc
             )
+            yield number, RowError(f"not valid JSON: {where}", text.rstrip("\r\n"))
             continue
         if not isinstance(value, dict):
             yield number, RowError("each line must be a JSON object", text.rstrip("\r\n"))
@@ -304,8 +304,8 @@ def _metadata(row: dict[str, Any]) -> dict:
         return {}
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
+            value = strict_json_loads(value)
+        except ValueError:
             raise RowError("metadata is not valid JSON")
     if not isinstance(value, dict):
         raise RowError("metadata must be a JSON object")

@@ -9,6 +9,8 @@ usage.services.validate_event, so their messages reach the caller unchanged.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -111,6 +113,26 @@ def nul_path(value: Any, skip_keys: frozenset[str] = frozenset()) -> str | None:
         elif isinstance(item, list):
             stack.extend((f"{path}.{i}" if path else str(i), v) for i, v in enumerate(item))
     return None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is out of range")
+    return value
+
+
+def strict_json_loads(data: str | bytes) -> Any:
+    """json.loads without NaN, Infinity or numbers that overflow to infinity.
+
+    Python reads them; PostgreSQL's jsonb refuses them, so they would fail at
+    the insert (a 500, or an import ended mid-file). ValueError instead.
+    """
+    return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 NUL_REASON = "must not contain NUL (\\u0000) characters"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -142,3 +143,16 @@ def test_inbox_replay_dates_an_event_without_occurred_at_when_it_was_received(db
     assert usage.price.input_per_million == 1
     # a later retry of the very same request by its sender is a replay, not a conflict
     assert api_client_for(company).post("/usage", body).status_code == 200
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_json_number_is_400_not_500(price, number):
+    # Python's JSON parser accepts NaN/Infinity (and reads 1e400 as inf); PostgreSQL's
+    # jsonb refuses them: the metadata insert (or the inbox's payload) failed with a 500.
+    company = make_company()
+    api = api_client_for()
+    body = json.dumps(usage_payload(company, metadata={"x": "NUMBER"})).replace('"NUMBER"', number)
+    assert_error(api.post("/usage", raw=body), 400, "malformed_json")
+    unknown = body.replace(str(company.pk), "org_unknown")
+    assert_error(api.post("/usage", raw=unknown), 400, "malformed_json")
+    assert not QuestionGenerationUsage.objects.exists()

@@ -79,3 +79,13 @@ def test_nul_byte_in_a_csv_cell_is_a_reject(tmp_path, company, price):
     )
     summary = run(path)
     assert (summary.imported, summary.rejected) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ['"metadata": {"a": NaN}', '"metadata": {"a": 1e400}', '"metadata": "{\\"a\\": Infinity}"'],
+)
+def test_non_finite_json_number_is_a_reject_not_a_crash(tmp_path, company, price, bad):
+    # json.loads reads NaN/Infinity/1e400; PostgreSQL's jsonb refuses them: DataError ended the import.
+    summary = run(write(tmp_path, jsonl(company, bad), name="usage.jsonl"))
+    assert (summary.imported, summary.rejected) == (1, 1)
