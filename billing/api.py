@@ -158,10 +158,13 @@ def company_for(request: HttpRequest, ref: str | None) -> Company:
 
 
 def is_same_company(company: Company, ref: str) -> bool:
+    """Whether `ref` names `company` by its UUID or by its external id (which may look like a UUID)."""
+    if company.external_id is not None and ref == company.external_id:
+        return True
     try:
         return uuid.UUID(ref) == company.pk
     except ValueError:
-        return ref == company.external_id
+        return False
 
 
 def require_platform_key(request: HttpRequest) -> None:

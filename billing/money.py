@@ -49,7 +49,8 @@ def quantize_amount(value: Decimal | str | int) -> Decimal:
         amount = AMOUNT_LIMIT.copy_sign(amount)
     if abs(amount) >= AMOUNT_LIMIT:
         raise AmountError(f"{value!r} is larger than the {AMOUNT_LIMIT} an amount may hold")
-    return amount
+    # -0 is stored as 0; keeping the sign would answer "-0.00" now and "0.00" when read back.
+    return amount.copy_abs() if amount.is_zero() else amount
 
 
 def price_cost(

@@ -23,7 +23,7 @@ from billing.api import ApiError, APIKeyAuth, status_of
 from billing.api import router as companies_router
 from billing.services import BillingError
 from usage.api import router as usage_router
-from usage.schemas import readable_errors
+from usage.schemas import NUL_REASON, nul_path, readable_errors, strict_json_loads
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +32,21 @@ class JSONObjectParser(Parser):
     """JSON bodies must be objects: a list or a number is refused before validation."""
 
     def parse_body(self, request: HttpRequest) -> dict:
-        data = json.loads(request.body)
+        data = strict_json_loads(request.body)
         if not isinstance(data, dict):
             raise NotAnObject("the body must be a JSON object")
+        # A batch's events are checked one by one (one bad event loses no other).
+        if (where := nul_path(data, skip_keys=frozenset({"events"}))) is not None:
+            raise HasNul(where)
         return data
 
 
 class NotAnObject(ValueError):
     pass
+
+
+class HasNul(ValueError):
+    """A string of the body holds NUL, which PostgreSQL cannot store; args[0] is its path."""
 
 
 api = NinjaAPI(
@@ -105,6 +112,10 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
         return error_response(
             request, 422, "validation_error", "The body must be a JSON object.", fields
         )
+    if isinstance(cause, HasNul):
+        fields = {cause.args[0]: NUL_REASON}
+        message = f"Invalid request: {cause.args[0]} {NUL_REASON}"
+        return error_response(request, 422, "validation_error", message, fields)
     if exc.status_code == 400:  # ninja could not parse the body
         detail = f": {cause}" if isinstance(cause, json.JSONDecodeError | ValueError) else ""
         return error_response(

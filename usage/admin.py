@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from billing.admin import ReadOnlyAdmin
 from usage import inbox
 from usage.models import Job, QuestionGenerationUsage, RejectedEvent, UsageDailyRollup
+from usage.services import link_drafts
 
 
 @admin.register(Job)
@@ -16,6 +17,15 @@ class JobAdmin(admin.ModelAdmin):
     list_select_related = ["company"]
     autocomplete_fields = ["company"]
     readonly_fields = ["id", "created_at", "updated_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Moving a saved job to another company would link its usage across tenants.
+        return [*self.readonly_fields, "company"] if obj is not None else self.readonly_fields
+
+    def save_model(self, request, obj, form, change) -> None:
+        """Save, then link the job's draft usage, as save_job does (the admin's transaction)."""
+        super().save_model(request, obj, form, change)
+        link_drafts(company=obj.company, job=obj)
 
 
 @admin.register(QuestionGenerationUsage)

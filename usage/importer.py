@@ -49,6 +49,7 @@ from django.utils import timezone
 from billing.models import Company
 from billing.services import BillingError, CompanyNotFound, IdempotencyConflict, resolve_company
 from usage.models import QuestionGenerationUsage
+from usage.schemas import NUL_REASON, nul_path, strict_json_loads
 from usage.services import (
     RecordResult,
     UsageEvent,
@@ -207,12 +208,12 @@ def read_jsonl(handle: IO[str]) -> Iterator[Row | tuple[int, RowError]]:
         if not text.strip():
             continue
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield (
-                number,
-                RowError(f"not valid JSON: {exc.msg} at column {exc.colno}", text.rstrip("\r\n")),
+            value = strict_json_loads(text)
+        except ValueError as exc:
+            where = (
+                f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else exc
             )
+            yield number, RowError(f"not valid JSON: {where}", text.rstrip("\r\n"))
             continue
         if not isinstance(value, dict):
             yield number, RowError("each line must be a JSON object", text.rstrip("\r\n"))
@@ -249,6 +250,8 @@ def _int(row: dict[str, Any], name: str) -> int | None:
         raise RowError(f"{name} must be a whole number, got {value!r}")
     if not number.is_finite() or number != number.to_integral_value():
         raise RowError(f"{name} must be a whole number, got {value!r}")
+    if number.adjusted() > 18:  # int() of 1e999999999 would build a billion digits
+        raise RowError(f"{name} {value!r} is far too large")
     return int(number)
 
 
@@ -275,8 +278,13 @@ def _timestamp(row: dict[str, Any], assume_tz: zoneinfo.ZoneInfo | None) -> date
     value = _value(row, "occurred_at")
     if value is None:
         raise RowError("created_at/occurred_at is required")
+    if isinstance(value, bool):
+        raise RowError(f"created_at {value!r} is not a timestamp")
     if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
-        return datetime.fromtimestamp(float(value), tz=UTC)
+        try:
+            return datetime.fromtimestamp(float(value), tz=UTC)
+        except (ValueError, OverflowError, OSError):  # out of range, or digits like '²'
+            raise RowError(f"created_at {value!r} is not a Unix timestamp in range")
     try:
         moment = datetime.fromisoformat(str(value))
     except ValueError:
@@ -296,8 +304,8 @@ def _metadata(row: dict[str, Any]) -> dict:
         return {}
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
+            value = strict_json_loads(value)
+        except ValueError:
             raise RowError("metadata is not valid JSON")
     if not isinstance(value, dict):
         raise RowError("metadata must be a JSON object")
@@ -313,6 +321,8 @@ def event_from_row(
     row: dict[str, Any], *, assume_tz: zoneinfo.ZoneInfo | None = None
 ) -> UsageEvent:
     """The UsageEvent a source row describes; RowError naming the first problem."""
+    if (where := nul_path(row)) is not None:  # PostgreSQL cannot store NUL
+        raise RowError(f"{where} {NUL_REASON}")
     key = _text(row, "idempotency_key")
     if key is None:
         source_id = _text(row, "id")

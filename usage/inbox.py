@@ -71,7 +71,9 @@ def replay(events: Iterable[RejectedEvent], *, actor=None) -> ReplaySummary:
 def _replay_one(rejected: RejectedEvent, *, actor) -> bool:
     try:
         with transaction.atomic():
-            result = record_usage(event_from_payload(rejected.payload))
+            # As of its arrival: an event without occurred_at happened then, not now.
+            event = event_from_payload(rejected.payload)
+            result = record_usage(event, now=rejected.received_at)
             RejectedEvent.objects.filter(pk=rejected.pk, state=RejectedEvent.State.OPEN).update(
                 state=RejectedEvent.State.REPLAYED, resolved_at=timezone.now(), usage=result.usage
             )

@@ -12,7 +12,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -79,6 +79,8 @@ class RecordResult:
 
 # --- Validation ----------------------------------------------------------------
 
+EARLIEST_OCCURRED_AT = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def _check_count(name: str, value: object, errors: dict[str, str]) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -134,6 +136,9 @@ def _check_occurred_and_cost(
             skew = timedelta(seconds=settings.USAGE_MAX_FUTURE_SKEW_SECONDS)
             if event.occurred_at > now + skew:
                 errors["occurred_at"] = f"must not be more than {skew} in the future"
+            elif event.occurred_at < EARLIEST_OCCURRED_AT:
+                # Year 1 and the like overflow the company's local day (a 500).
+                errors["occurred_at"] = f"must not be before {EARLIEST_OCCURRED_AT.isoformat()}"
     if event.cost is None or event.cost == "":
         return None
     try:
@@ -248,8 +253,42 @@ class JobIndex:
         return None
 
 
+def _draft_key(job_id: str | None) -> str | None:
+    """A not-yet-saved job id as its draft key: a UUID in the canonical spelling that
+    link_drafts looks up when the job is saved (any other text as sent)."""
+    job_uuid = _as_uuid(job_id)
+    return str(job_uuid) if job_uuid is not None else job_id
+
+
 def _drafts_of(job_id: str | None, draft_job_id: str | None) -> set[str]:
     return {d for d in (draft_job_id, job_id) if d}
+
+
+def _event_drafts(event: UsageEvent) -> set[str]:
+    """Every draft key an event's usage may be kept under or linked by."""
+    drafts = _drafts_of(event.job_id, event.draft_job_id)
+    return drafts | {k for k in (_draft_key(event.job_id),) if k}
+
+
+def lock_drafts(drafts: list[tuple[uuid.UUID, str]]) -> None:
+    """Serialise recording usage under these (company, draft id)s with saving their job.
+
+    Without it a usage that looked its job up just before the job was saved, and
+    committed just after the save linked the drafts, stayed a draft although its
+    job existed. Transaction-scoped advisory locks on PostgreSQL, taken in one
+    sorted order before any row lock (so they add no deadlock); SQLite has one
+    writer at a time anyway.
+    """
+    if connection.vendor != "postgresql" or not drafts:
+        return
+    keys = sorted({_draft_lock_key(company_id, draft) for company_id, draft in drafts})
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [keys])
+
+
+def _draft_lock_key(company_id: uuid.UUID, draft: str) -> int:
+    digest = hashlib.sha256(f"draft:{company_id}:{draft}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def find_job_for(company: Company, *, job_id: str | None, draft_job_id: str | None) -> Job | None:
@@ -290,11 +329,12 @@ def record_usage(
     company = company or resolve_company(event.company)
     reported_cost = validate_event(event, now=now)
     fp = fingerprint(event, company, reported_cost)
-    job = find_job_for(company, job_id=event.job_id, draft_job_id=event.draft_job_id)
     occurred_at = event.occurred_at or now
     price = None if reported_cost is not None else price_in_effect(event.model, occurred_at)
-    usage = build_usage(event, company, job, reported_cost, price, fp, now, prepaid=not debit)
     with transaction.atomic():
+        lock_drafts([(company.pk, draft) for draft in _event_drafts(event)])
+        job = find_job_for(company, job_id=event.job_id, draft_job_id=event.draft_job_id)
+        usage = build_usage(event, company, job, reported_cost, price, fp, now, prepaid=not debit)
         inserted = insert_usage_rows([usage])
         if inserted:
             rollup.add_rows([usage])
@@ -350,7 +390,7 @@ def build_usage(
     `prepaid` marks history recorded without a debit (paid outside this system).
     """
     occurred_at = event.occurred_at or now
-    draft_id = event.draft_job_id or (event.job_id if job is None else None)
+    draft_id = event.draft_job_id or (_draft_key(event.job_id) if job is None else None)
     if reported_cost is not None:
         cost, price, source = reported_cost, None, CostSource.REPORTED
     elif price is not None:
@@ -465,9 +505,10 @@ def record_usage_batch(
         companies = resolve_companies([e.company for e in events])
     pending = _validated(events, companies, outcomes, now)
     firsts, repeats = _split_repeats(pending)
-    _build_rows(firsts, outcomes, now, prepaid=not debit)
-    building = [p for p in firsts if p.usage is not None]
     with transaction.atomic():
+        lock_drafts([(p.company.pk, d) for p in firsts for d in _event_drafts(p.event)])
+        _build_rows(firsts, outcomes, now, prepaid=not debit)
+        building = [p for p in firsts if p.usage is not None]
         inserted = insert_usage_rows([p.usage for p in building])
         new = [p for p in building if p.usage.pk in inserted]
         if new:
@@ -694,6 +735,7 @@ def save_job(
     if job_id and job_uuid is None:
         raise UsageValidationError("job_id must be a UUID.", fields={"job_id": "must be a UUID"})
     with transaction.atomic():
+        lock_drafts([(company.pk, d) for d in (str(job_uuid), draft_job_id) if d])
         job, created = _get_or_create_job(company, job_uuid, title, draft_job_id)
         linked = link_drafts(company=company, job=job, now=now)
     return SaveJobResult(job=job, created=created, linked_usage_rows=linked)
@@ -715,15 +757,11 @@ def _get_or_create_job(
                 fields={"draft_job_id": "differs from the one the job was saved with"},
             )
         if draft_job_id and existing.draft_id is None:
+            _refuse_saved_draft(company, draft_job_id)
             existing.draft_id = draft_job_id
             existing.save(update_fields=["draft_id", "updated_at"])
         return existing, False
-    by_draft = draft_job_id and Job.objects.filter(company=company, draft_id=draft_job_id).first()
-    if by_draft:
-        raise IdempotencyConflict(
-            f"Draft {draft_job_id!r} was already saved as job {by_draft.pk}.",
-            fields={"draft_job_id": f"already saved as job {by_draft.pk}"},
-        )
+    _refuse_saved_draft(company, draft_job_id)
     try:
         with transaction.atomic():
             job = Job.objects.create(
@@ -732,9 +770,21 @@ def _get_or_create_job(
     except IntegrityError:
         job = Job.objects.filter(pk=job_uuid, company=company).first()
         if job is None:
+            _refuse_saved_draft(company, draft_job_id)  # a concurrent save took the draft id
             raise
         return job, False
     return job, True
+
+
+def _refuse_saved_draft(company: Company, draft_job_id: str | None) -> None:
+    """IdempotencyConflict if another job of the company was saved with this draft id
+    (the unique draft id per company would otherwise surface as a 500)."""
+    by_draft = draft_job_id and Job.objects.filter(company=company, draft_id=draft_job_id).first()
+    if by_draft:
+        raise IdempotencyConflict(
+            f"Draft {draft_job_id!r} was already saved as job {by_draft.pk}.",
+            fields={"draft_job_id": f"already saved as job {by_draft.pk}"},
+        )
 
 
 def link_drafts(*, company: Company, job: Job, now: datetime | None = None) -> int:

@@ -110,10 +110,10 @@ def test_batch_of_a_thousand_events_has_a_fixed_query_count(
         )
         for i in range(1000)
     ]
-    # key, its last_used_at (once a minute), companies, jobs, prices, usage insert, rollup,
-    # balance, credit allocation (soonest-expiring lots first), ledger; + SAVEPOINT and
+    # key, its last_used_at (once a minute), companies, draft locks, jobs, prices, usage insert,
+    # rollup, balance, credit allocation (soonest-expiring lots first), ledger; + SAVEPOINT and
     # RELEASE because the test runs inside a transaction.
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(13):
         response = api.post("/usage/batch", {"events": events})
     assert {r["status"] for r in response.json()["results"]} == {201}
     assert QuestionGenerationUsage.objects.count() == 1000

@@ -220,8 +220,9 @@ def test_unknown_endpoint_is_json_404(api):
 def test_single_post_query_count(api, company, price, django_assert_max_num_queries):
     give_credit(company, "5")
     api.post("/usage", usage_payload(company, idempotency_key="warm-up"))  # sets last_used_at
-    # key, company, jobs, price, usage insert, rollup, balance, credit allocation, ledger;
+    # key, company, price, draft lock, jobs, usage insert, rollup, balance, credit allocation,
+    # ledger;
     # + SAVEPOINT/RELEASE because the test runs inside a transaction.
-    with django_assert_max_num_queries(11):
+    with django_assert_max_num_queries(12):
         response = api.post("/usage", usage_payload(company))
     assert response.status_code == 201

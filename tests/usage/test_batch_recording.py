@@ -177,7 +177,7 @@ def test_batch_without_debit_leaves_the_balance(company, price):
 def test_single_recording_query_count(company, price, django_assert_max_num_queries):
     give_credit(company, "5")
     job = make_job(company)
-    # jobs, price, usage insert, rollup, balance, credit allocation, ledger;
+    # price, draft lock, jobs, usage insert, rollup, balance, credit allocation, ledger;
     # + SAVEPOINT/RELEASE in the test transaction
-    with django_assert_max_num_queries(9):
+    with django_assert_max_num_queries(10):
         record_usage(make_event(company, job_id=str(job.pk)), company=company)
