@@ -316,7 +316,9 @@ def _reconcile_python(
     pending,
     cutoff: datetime | None,
     now: datetime,
+    on_batch: Callable[[ReconcileReport], None] | None,
 ) -> None:
+    """One transaction per draft (SQLite has one writer; speed is not the point)."""
     from usage.services import link_drafts  # services imports nothing from here
 
     keys = sorted(set(pending.values_list("company_id", "draft_job_id")), key=str)
@@ -330,12 +332,14 @@ def _reconcile_python(
                 _count(report, "reconciled", rows)
                 if not report.dry_run:
                     link_drafts(company=Company(pk=company_id), job=job, now=now)
-                continue
-            _count(report, "pending", rows)
-            if cutoff is not None and not rows.filter(occurred_at__gte=cutoff).exists():
-                _abandon_python(report, rows.filter(status=UsageStatus.DRAFT), now)
-    report.batches = 1 if keys else 0
-    report.scanned_rows = report.reconciled_rows + report.pending_rows
+            else:
+                _count(report, "pending", rows)
+                if cutoff is not None and not rows.filter(occurred_at__gte=cutoff).exists():
+                    _abandon_python(report, rows.filter(status=UsageStatus.DRAFT), now)
+        report.batches += 1
+        report.scanned_rows = report.reconciled_rows + report.pending_rows
+        if on_batch is not None:
+            on_batch(report)
 
 
 def _count(report: ReconcileReport, prefix: str, rows: Iterable[QuestionGenerationUsage]) -> None:
@@ -431,7 +435,7 @@ def _run(*, dry_run: bool, scope: str, scope_params: dict, pending, **kwargs) ->
     if is_postgres():
         _reconcile_postgres(report, scope=scope, scope_params=scope_params, **kwargs)
     else:
-        kwargs.pop("batch_size"), kwargs.pop("on_batch")
+        kwargs.pop("batch_size")
         _reconcile_python(report, pending=pending, **kwargs)
     report.duration_seconds = time.monotonic() - started
     return report
