@@ -173,3 +173,19 @@ def test_usage_racing_the_save_ends_linked_exactly_once():
     assert {(r.job_id, r.status) for r in rows} == {(job.pk, "linked")}
     assert_rollup_equals_raw()
     connection.close()
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_and_one_summary_line_otherwise(company, price):
+    for n in range(3):
+        make_usage(company, draft_job_id=f"t{n}")
+        Job.objects.create(company=company, title="T", draft_id=f"t{n}")
+    terminal = FakeTerminal()
+    call_command("reconcile_drafts", "--batch-size", "1", stdout=terminal)
+    assert "\rbatch 3: 3 scanned, 3 linked" in terminal.getvalue()
+    plain_out = run()
+    assert len(plain_out.strip().splitlines()) == 1 and "batch" not in plain_out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -82,7 +81,7 @@ class Command(BaseCommand):
             f"{report.reconciled_rows} linked, {report.abandoned_rows} abandoned",
             ending="",
         )
-        sys.stdout.flush()
+        self.stdout.flush()
 
     def _print(self, report: ReconcileReport, *, as_json: bool) -> None:
         if as_json:
