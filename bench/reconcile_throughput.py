@@ -33,7 +33,7 @@ django.setup()
 
 from django.db import connection  # noqa: E402
 
-from usage.reconcile import reconcile_drafts  # noqa: E402
+from usage.reconcile import DEFAULT_BATCH_SIZE, reconcile_drafts  # noqa: E402
 
 BUILD = """
 TRUNCATE usage_daily_rollup, question_generation_usage, usage_job, billing_creditbalance CASCADE;
@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--pending", type=int, default=200_000)
     parser.add_argument("--linked", type=int, default=800_000)
     parser.add_argument("--companies", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument(
         "--id-share",
         type=int,
