@@ -104,8 +104,11 @@ SELECT u.id, u.company_id, u.draft_job_id, u.status, u.occurred_on, u.model,
   FROM {USAGE} u
  WHERE u.job_id IS NULL {{scope}} {{after}}
  ORDER BY u.company_id, u.draft_job_id, u.id
- LIMIT %(limit)s
+ LIMIT %(limit)s {{lock}}
 """
+# Rows a concurrent save (or re-pricing) holds are left to it, or to the next
+# run: the batch never waits on them, so it cannot deadlock with the save path.
+_LOCK = "FOR UPDATE OF u SKIP LOCKED"
 _AFTER = (
     "AND (u.company_id, u.draft_job_id, u.id) > (%(after_company)s, %(after_draft)s, %(after_id)s)"
 )
@@ -235,7 +238,8 @@ SELECT l.company_id, l.draft_job_id, l.id, (SELECT count(*) FROM batch),
 
 def batch_sql(*, scope: str, first: bool, abandon: bool, dry_run: bool) -> str:
     """The one statement that processes (or, dry, counts) one keyset batch."""
-    batch = _BATCH.format(scope=_SCOPES[scope], after="" if first else _AFTER)
+    lock = "" if dry_run else _LOCK
+    batch = _BATCH.format(scope=_SCOPES[scope], after="" if first else _AFTER, lock=lock)
     plan = _PLAN.format(batch=batch, stale=_STALE if abandon else "false")
     return plan + (_COUNT_ONLY if dry_run else _MOVE) + _SUMMARY
 
@@ -432,13 +436,30 @@ def reconcile_selected_drafts(
     )
 
 
-def _run(*, dry_run: bool, scope: str, scope_params: dict, pending, **kwargs) -> ReconcileReport:
+def _run(
+    *,
+    dry_run: bool,
+    scope: str,
+    scope_params: dict,
+    pending,
+    batch_size: int,
+    cutoff: datetime | None,
+    now: datetime,
+    on_batch: Callable[[ReconcileReport], None] | None,
+) -> ReconcileReport:
     started = time.monotonic()
     report = ReconcileReport(dry_run=dry_run)
     if is_postgres():
-        _reconcile_postgres(report, scope=scope, scope_params=scope_params, **kwargs)
+        _reconcile_postgres(
+            report,
+            scope=scope,
+            scope_params=scope_params,
+            batch_size=batch_size,
+            cutoff=cutoff,
+            now=now,
+            on_batch=on_batch,
+        )
     else:
-        kwargs.pop("batch_size")
-        _reconcile_python(report, pending=pending, **kwargs)
+        _reconcile_python(report, pending=pending, cutoff=cutoff, now=now, on_batch=on_batch)
     report.duration_seconds = time.monotonic() - started
     return report
