@@ -330,6 +330,7 @@ def _reconcile_python(
 
     keys = sorted(set(pending.values_list("company_id", "draft_job_id")), key=str)
     for company_id, draft in keys:
+        started = time.monotonic()
         rows = QuestionGenerationUsage.objects.filter(
             company_id=company_id, draft_job_id=draft, job__isnull=True
         )
@@ -345,6 +346,7 @@ def _reconcile_python(
                     _abandon_python(report, rows.filter(status=UsageStatus.DRAFT), now)
         report.batches += 1
         report.scanned_rows = report.reconciled_rows + report.pending_rows
+        report.max_batch_seconds = max(report.max_batch_seconds, time.monotonic() - started)
         if on_batch is not None:
             on_batch(report)
 
