@@ -59,6 +59,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         except DatabaseError as exc:
             raise CommandError(f"reconcile_drafts failed, database error: {exc}".strip()) from exc
+        except Exception as exc:  # cron reads one clear line; batches done so far stay done
+            raise CommandError(f"reconcile_drafts failed: {type(exc).__name__}: {exc}") from exc
         self._print(report, as_json=options["json"])
 
     def _run(self, options: dict) -> ReconcileReport:
