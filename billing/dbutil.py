@@ -1,9 +1,12 @@
-"""Small helpers for the few raw SQL statements (upserts, UPDATE ... RETURNING, bulk inserts)."""
+"""Small helpers for the few raw SQL statements (upserts, UPDATE ... RETURNING, bulk
+inserts) and advisory locks."""
 
 from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.db import connection
@@ -74,3 +77,25 @@ def _execute(sql: str, params: list) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall() if cursor.description else []
+
+
+@contextmanager
+def advisory_lock(name: str) -> Iterator[bool]:
+    """Try a session-level PostgreSQL advisory lock named `name`; yield whether we got it.
+
+    For cron commands that must not run twice at once (several hosts, one
+    database). The lock is held across the command's many short transactions
+    and released at the end. On SQLite (one writer anyway) it always succeeds.
+    """
+    if not is_postgres():
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [name])
+        acquired = bool(cursor.fetchone()[0])
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [name])

@@ -101,3 +101,24 @@ def plain(amount: Decimal | None) -> str | None:
         whole, _, frac = text.partition(".")
         text = f"{whole}.{frac.ljust(2, '0')}"
     return text
+
+
+PRICE_LIMIT = Decimal(10) ** (PRICE_MAX_DIGITS - PRICE_DECIMAL_PLACES)
+
+
+def parse_price(value: Decimal | str | int) -> Decimal:
+    """A price per million tokens as typed: never rounded, refused beyond 6 places.
+
+    Refusing (instead of rounding) keeps every priced cost exact (see above).
+    """
+    try:
+        price = Decimal(value) if not isinstance(value, Decimal) else value
+    except (InvalidOperation, TypeError, ValueError) as exc:
+        raise AmountError(f"{value!r} is not a decimal number") from exc
+    if not price.is_finite() or price < 0:
+        raise AmountError(f"{value!r} must be a non-negative number")
+    if price != price.quantize(PRICE_QUANTUM, rounding=ROUND_HALF_EVEN):
+        raise AmountError(f"{value!r} has more than {PRICE_DECIMAL_PLACES} decimal places")
+    if price >= PRICE_LIMIT:
+        raise AmountError(f"{value!r} is larger than a price may be ({PRICE_LIMIT})")
+    return price.quantize(PRICE_QUANTUM)

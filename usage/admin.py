@@ -1,12 +1,31 @@
-"""Admin for jobs, recorded usage (read-only), rollups and rejected events."""
+"""Admin for jobs, recorded usage (read-only), rollups and rejected events.
+
+Staff see pending and abandoned drafts (filters, and a per-company backlog
+page with counts and cost), reconcile selected drafts through
+usage.reconcile, and see which usage still needs a price.
+"""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.db.models import Exists, OuterRef, Q
+from django.db.models.fields import CharField
+from django.db.models.functions import Cast
+from django.template.response import TemplateResponse
+from django.urls import path
 
 from billing.admin import ReadOnlyAdmin
-from usage import inbox
-from usage.models import Job, QuestionGenerationUsage, RejectedEvent, UsageDailyRollup
+from billing.money import plain
+from usage import inbox, selectors
+from usage.models import (
+    CostSource,
+    Job,
+    QuestionGenerationUsage,
+    RejectedEvent,
+    UsageDailyRollup,
+    UsageStatus,
+)
+from usage.reconcile import reconcile_selected_drafts
 from usage.services import link_drafts
 
 
@@ -22,10 +41,61 @@ class JobAdmin(admin.ModelAdmin):
         # Moving a saved job to another company would link its usage across tenants.
         return [*self.readonly_fields, "company"] if obj is not None else self.readonly_fields
 
-    def save_model(self, request, obj, form, change) -> None:
-        """Save, then link the job's draft usage, as save_job does (the admin's transaction)."""
+    def save_model(self, request, obj: Job, form, change: bool) -> None:
+        # The admin wraps this in the change form's transaction: the job and
+        # the linking of its draft usage commit together, as through the API.
         super().save_model(request, obj, form, change)
-        link_drafts(company=obj.company, job=obj)
+        linked = link_drafts(company=obj.company, job=obj)
+        if linked:
+            self.message_user(request, f"Linked {linked} draft usage rows to this job.")
+
+
+class PendingDraftFilter(admin.SimpleListFilter):
+    title = "pending drafts"
+    parameter_name = "pending"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("all", "Pending (draft or abandoned)"),
+            ("saved", "Job saved, not yet linked"),
+            ("draft", "Pending, not abandoned"),
+            ("abandoned", "Abandoned"),
+        ]
+
+    def queryset(self, request, queryset):
+        pending = queryset.filter(job__isnull=True)
+        if self.value() == "all":
+            return pending
+        if self.value() == "draft":
+            return pending.filter(status=UsageStatus.DRAFT)
+        if self.value() == "abandoned":
+            return pending.filter(status=UsageStatus.ABANDONED)
+        if self.value() == "saved":
+            return pending.filter(Exists(_saved_job_of_draft()))
+        return queryset
+
+
+def _saved_job_of_draft():
+    """A job of the row's company whose draft id, or own id, is the row's draft id."""
+    return Job.objects.annotate(id_text=Cast("id", CharField())).filter(
+        Q(draft_id=OuterRef("draft_job_id")) | Q(id_text=OuterRef("draft_job_id")),
+        company=OuterRef("company"),
+    )
+
+
+class NeedsPriceFilter(admin.SimpleListFilter):
+    title = "pricing"
+    parameter_name = "needs_price"
+
+    def lookups(self, request, model_admin):
+        # Counted on the partial index of unpriced rows: cheap at any table size.
+        count = QuestionGenerationUsage.objects.filter(cost_source=CostSource.UNPRICED).count()
+        return [("yes", f"Needs a price ({count})")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(cost_source=CostSource.UNPRICED)
+        return queryset
 
 
 @admin.register(QuestionGenerationUsage)
@@ -43,12 +113,54 @@ class QuestionGenerationUsageAdmin(ReadOnlyAdmin):
         "cost",
         "cost_source",
     ]
-    list_filter = ["status", "cost_source", "prepaid", "model"]
+    list_filter = [
+        PendingDraftFilter,
+        NeedsPriceFilter,
+        "status",
+        "cost_source",
+        "prepaid",
+        "model",
+    ]
     search_fields = ["=id", "=draft_job_id", "=idempotency_key", "=job__id"]
     list_select_related = ["company", "job"]
     raw_id_fields = ["company", "job", "price"]
     show_full_result_count = False
     date_hierarchy = "occurred_at"
+    actions = ["reconcile_selected"]
+    change_list_template = "admin/usage/questiongenerationusage/change_list.html"
+
+    def has_reconcile_permission(self, request) -> bool:
+        # Usage is read-only here, but linking drafts is the service's job and
+        # only needs the model's change permission (not ModelAdmin's override).
+        return request.user.has_perm("usage.change_questiongenerationusage")
+
+    @admin.action(description="Reconcile selected drafts", permissions=["reconcile"])
+    def reconcile_selected(self, request, queryset) -> None:
+        ids = list(queryset.filter(job__isnull=True).values_list("id", flat=True))
+        report = reconcile_selected_drafts(usage_ids=ids)
+        self.message_user(
+            request,
+            f"Reconciled {report.reconciled_rows} rows of {report.reconciled_drafts} drafts "
+            f"({plain(report.reconciled_cost)}); {report.pending_rows} rows of "
+            f"{report.pending_drafts} drafts have no saved job yet.",
+            messages.SUCCESS if report.reconciled_rows else messages.WARNING,
+        )
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.pending_drafts_view)
+        extra = [path("pending-drafts/", view, name="usage_pending_drafts")]
+        return extra + super().get_urls()
+
+    def pending_drafts_view(self, request):
+        """Per company: pending drafts, rows and cost; per model: usage needing a price."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Pending drafts and usage needing a price",
+            "opts": self.model._meta,
+            "companies": selectors.pending_drafts_by_company(),
+            "unpriced": selectors.unpriced_usage_by_model(),
+        }
+        return TemplateResponse(request, "admin/usage/pending_drafts.html", context)
 
 
 @admin.register(UsageDailyRollup)

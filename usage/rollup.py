@@ -82,22 +82,27 @@ class Deltas:
                 yield bucket, totals
 
 
-_UPSERT = f"""
-INSERT INTO {UsageDailyRollup._meta.db_table}
-    (company_id, day, model, status, generations, questions, prompt_tokens,
-     cached_prompt_tokens, completion_tokens, cost, unpriced)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+TABLE = UsageDailyRollup._meta.db_table
+COLUMNS = (
+    "company_id, day, model, status, generations, questions, prompt_tokens,"
+    " cached_prompt_tokens, completion_tokens, cost, unpriced"
+)
+# Adds the incoming signed totals to an existing bucket. Shared by the row-wise
+# upsert below and the set-based ones (usage.reconcile, usage.pricing).
+ON_CONFLICT_ADD = f"""
 ON CONFLICT (company_id, day, model, status) DO UPDATE SET
-    generations = {UsageDailyRollup._meta.db_table}.generations + excluded.generations,
-    questions = {UsageDailyRollup._meta.db_table}.questions + excluded.questions,
-    prompt_tokens = {UsageDailyRollup._meta.db_table}.prompt_tokens + excluded.prompt_tokens,
-    cached_prompt_tokens = {UsageDailyRollup._meta.db_table}.cached_prompt_tokens
-        + excluded.cached_prompt_tokens,
-    completion_tokens = {UsageDailyRollup._meta.db_table}.completion_tokens
-        + excluded.completion_tokens,
-    cost = {UsageDailyRollup._meta.db_table}.cost + excluded.cost,
-    unpriced = {UsageDailyRollup._meta.db_table}.unpriced + excluded.unpriced
+    generations = {TABLE}.generations + excluded.generations,
+    questions = {TABLE}.questions + excluded.questions,
+    prompt_tokens = {TABLE}.prompt_tokens + excluded.prompt_tokens,
+    cached_prompt_tokens = {TABLE}.cached_prompt_tokens + excluded.cached_prompt_tokens,
+    completion_tokens = {TABLE}.completion_tokens + excluded.completion_tokens,
+    cost = {TABLE}.cost + excluded.cost,
+    unpriced = {TABLE}.unpriced + excluded.unpriced
 """
+_UPSERT = f"""
+INSERT INTO {TABLE} ({COLUMNS})
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+{ON_CONFLICT_ADD}"""
 
 
 def apply(deltas: Deltas) -> None:

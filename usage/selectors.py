@@ -15,6 +15,8 @@ from django.db.models import (
     Count,
     DateField,
     F,
+    Max,
+    Min,
     OuterRef,
     Q,
     QuerySet,
@@ -27,7 +29,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from billing.models import AmountField, Company, LedgerEntry
-from usage.models import Job, QuestionGenerationUsage, UsageDailyRollup
+from usage.models import CostSource, Job, QuestionGenerationUsage, UsageDailyRollup, UsageStatus
 
 
 def month_start(company: Company, now: datetime | None = None) -> date:
@@ -470,3 +472,38 @@ def generation_csv_copy(company: Company, f: UsageFilters) -> tuple[str, dict]:
             filters.append(f"AND u.{name} = %({name})s")
             params[name] = value
     return _GENERATION_COPY.format(filters=" ".join(filters)), params
+
+
+# --- Pending drafts and usage that needs a price (admin) -----------------------------
+
+
+def pending_drafts_by_company(*, limit: int = 200) -> list[dict]:
+    """Per company: pending draft usage (job not saved or not yet linked), its cost.
+
+    Reads the partial index of pending drafts only (job IS NULL), so it stays
+    cheap however large the usage table grows. Largest backlog first.
+    """
+    rows = (
+        QuestionGenerationUsage.objects.filter(job__isnull=True)
+        .values("company_id", "company__name", "company__external_id")
+        .annotate(
+            rows=Count("id"),
+            drafts=Count("draft_job_id", distinct=True),
+            total_cost=Sum("cost"),
+            abandoned_rows=Count("id", filter=Q(status=UsageStatus.ABANDONED)),
+            unpriced_rows=Count("id", filter=Q(cost__isnull=True)),
+            oldest=Min("occurred_at"),
+        )
+        .order_by("-rows", "company__name")
+    )
+    return list(rows[:limit])
+
+
+def unpriced_usage_by_model() -> list[dict]:
+    """Usage recorded without a price, per model (the partial `usage_unpriced` index)."""
+    return list(
+        QuestionGenerationUsage.objects.filter(cost_source=CostSource.UNPRICED)
+        .values("model")
+        .annotate(rows=Count("id"), first=Min("occurred_at"), last=Max("occurred_at"))
+        .order_by("-rows", "model")
+    )

@@ -1,4 +1,4 @@
-"""`assert_rollup_matches_raw(company)`: the daily rollup equals the raw usage rows.
+"""`assert_rollup_matches_raw(company=None)`: the daily rollup equals the raw usage rows.
 
 For any test (recording, reconciling, re-pricing, abandoning, importing) to
 call after it changed usage: regroups the raw rows by (local day, model,
@@ -25,10 +25,12 @@ FIELDS = (
 )
 
 
-def raw_buckets(company: Company) -> dict[tuple, tuple]:
+def raw_buckets(company: Company | None = None) -> dict[tuple, tuple]:
+    usage = QuestionGenerationUsage.objects.all()
+    if company is not None:
+        usage = usage.filter(company=company)
     rows = (
-        QuestionGenerationUsage.objects.filter(company=company)
-        .values("occurred_on", "model", "status")
+        usage.values("company_id", "occurred_on", "model", "status")
         .annotate(
             sum_generations=Count("id"),
             sum_questions=Sum("question_count"),
@@ -41,26 +43,30 @@ def raw_buckets(company: Company) -> dict[tuple, tuple]:
         .order_by()
     )
     return {
-        (r["occurred_on"], r["model"], r["status"]): tuple(
+        (r["company_id"], r["occurred_on"], r["model"], r["status"]): tuple(
             Decimal(r[f"sum_{name}"] or 0) for name in FIELDS
         )
         for r in rows
     }
 
 
-def rollup_buckets(company: Company) -> dict[tuple, tuple]:
+def rollup_buckets(company: Company | None = None) -> dict[tuple, tuple]:
+    rollup = UsageDailyRollup.objects.all()
+    if company is not None:
+        rollup = rollup.filter(company=company)
     buckets = {}
-    for r in UsageDailyRollup.objects.filter(company=company).values():
+    for r in rollup.values():
         values = tuple(Decimal(r[name]) for name in FIELDS)
         if any(values):  # a bucket emptied by moves (draft -> linked) is all zeros
-            buckets[(r["day"], r["model"], r["status"])] = values
+            buckets[(r["company_id"], r["day"], r["model"], r["status"])] = values
     return buckets
 
 
-def assert_rollup_matches_raw(company: Company) -> None:
+def assert_rollup_matches_raw(company: Company | None = None) -> None:
+    """Every bucket of `company` (or of every company) equals its raw rows."""
     raw, rolled = raw_buckets(company), rollup_buckets(company)
     missing = {k: v for k, v in raw.items() if rolled.get(k) != v}
     extra = {k: v for k, v in rolled.items() if k not in raw}
     assert not missing and not extra, (
-        f"rollup differs from raw usage of {company}: raw {missing} / rollup-only {extra}"
+        f"rollup differs from raw usage of {company or 'all companies'}: raw {missing} / rollup-only {extra}"
     )

@@ -1,53 +1,24 @@
-"""The daily rollup stays exactly equal to the raw rows through every kind of change.
-
-Re-pricing and abandoning are services of the reconcile helper, written in
-parallel; until they merge, `_reprice` and `_abandon` below do the same SQL
-update plus usage.rollup deltas those services make (swap in the services
-at merge).
-"""
+"""The daily rollup stays exactly equal to the raw rows through every kind of change:
+recording, linking on save, re-pricing after a price correction, abandoning
+stale drafts in the nightly reconciliation, and linking an abandoned draft."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db import transaction
-from django.utils import timezone
 
+from billing.services import set_model_price
 from tests.conftest import make_company, make_job, make_price, make_usage
 from tests.usage.rollup_check import assert_rollup_matches_raw
-from usage import rollup
 from usage.models import QuestionGenerationUsage
+from usage.pricing import reprice_usage
+from usage.reconcile import reconcile_drafts
 from usage.services import link_drafts
 
 pytestmark = pytest.mark.django_db
-
-
-def _reprice(rows, cost: Decimal) -> None:
-    with transaction.atomic():
-        deltas = rollup.Deltas()
-        for row in QuestionGenerationUsage.objects.select_for_update().filter(pk__in=rows):
-            deltas.add(row, -1)
-            row.cost = cost
-            row.save(update_fields=["cost"])
-            deltas.add(row, +1)
-        rollup.apply(deltas)
-
-
-def _abandon(company) -> None:
-    with transaction.atomic():
-        deltas = rollup.Deltas()
-        drafts = QuestionGenerationUsage.objects.select_for_update().filter(
-            company=company, status="draft"
-        )
-        for row in drafts:
-            deltas.add(row, -1)
-            row.status, row.abandoned_at = "abandoned", timezone.now()
-            row.save(update_fields=["status", "abandoned_at"])
-            deltas.add(row, +1)
-        rollup.apply(deltas)
+DAY = timedelta(days=1)
 
 
 def test_rollup_equals_raw_through_record_link_reprice_and_abandon():
@@ -69,10 +40,15 @@ def test_rollup_equals_raw_through_record_link_reprice_and_abandon():
     make_usage(company, job_id=str(late.pk), model="m1", occurred_at=base)
     assert_rollup_matches_raw(company)
 
-    _reprice(QuestionGenerationUsage.objects.filter(model="m1").values("pk")[:3], Decimal("0.5"))
+    # A price correction from just before these generations, then re-pricing.
+    set_model_price(
+        model="m1", input_per_million="3", output_per_million="12", effective_from=base - DAY
+    )
+    report = reprice_usage(model="m1", reprice_priced=True, apply=True)
+    assert report.companies[0].repriced > 0
     assert_rollup_matches_raw(company)
 
-    _abandon(company)
+    reconcile_drafts(company=company, abandon_after_days=30)  # they are months old
     assert QuestionGenerationUsage.objects.filter(status="abandoned").exists()
     assert_rollup_matches_raw(company)
 

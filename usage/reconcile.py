@@ -1,0 +1,467 @@
+"""Draft reconciliation: link pending draft usage to the jobs saved since, abandon old drafts.
+
+Usage recorded while its job was a draft is stored with `job = NULL` under
+the draft id (status `draft`, or `abandoned` once old). Saving the job links
+it at once (usage.services.save_job); this module catches what that missed
+(a lost or late save call) for `manage.py reconcile_drafts` and the admin.
+
+A pending draft `(company, draft_job_id)` belongs to a saved job of the SAME
+company whose own id (as text) or whose `draft_id` equals the draft id; the
+job's own id wins if both exist. A draft with no job whose newest pending
+usage is older than the cutoff is abandoned: still billed, still linkable.
+
+On PostgreSQL each keyset batch of `batch_size` pending rows, taken in
+`(company_id, draft_job_id, id)` order from the partial index of pending
+drafts, is ONE statement in its own short transaction: it plans the batch,
+`UPDATE ... FROM`s the rows, applies the rollup delta set-based
+(`INSERT ... SELECT ... ON CONFLICT DO UPDATE`) and returns the batch's counts.
+Nothing is pulled into Python, memory stays flat, and a run that dies leaves
+every batch fully applied or not at all; the next run finishes the job. A dry
+run executes the same planning query and only counts. SQLite (the demo
+database) takes a simple per-draft path through usage.services.link_drafts.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from billing.dbutil import is_postgres
+from billing.models import Company
+from billing.money import plain
+from usage import rollup
+from usage.models import Job, QuestionGenerationUsage, UsageStatus
+
+USAGE = QuestionGenerationUsage._meta.db_table
+JOB = Job._meta.db_table
+# What `job.id::text` looks like: only a draft id of this shape can be a job's own id.
+UUID_TEXT = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+DEFAULT_BATCH_SIZE = 2000
+LOCK_NAME = "usage.reconcile_drafts"
+
+
+@dataclass
+class ReconcileReport:
+    """What a run changed (or, in a dry run, would change)."""
+
+    reconciled_rows: int = 0
+    reconciled_drafts: int = 0
+    reconciled_cost: Decimal = Decimal(0)
+    abandoned_rows: int = 0
+    abandoned_drafts: int = 0
+    abandoned_cost: Decimal = Decimal(0)
+    pending_rows: int = 0
+    pending_drafts: int = 0
+    pending_cost: Decimal = Decimal(0)
+    scanned_rows: int = 0
+    batches: int = 0
+    max_batch_seconds: float = 0.0
+    duration_seconds: float = 0.0
+    dry_run: bool = False
+    skipped: bool = False
+
+    def as_json(self) -> dict:
+        """JSON-ready: amounts as exact decimal strings."""
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, Decimal):
+                data[key] = plain(value)
+        data["duration_seconds"] = round(self.duration_seconds, 3)
+        data["max_batch_seconds"] = round(self.max_batch_seconds, 3)
+        return data
+
+    def add_batch(self, batch: ReconcileReport) -> None:
+        for name in (
+            "reconciled_rows",
+            "reconciled_drafts",
+            "reconciled_cost",
+            "abandoned_rows",
+            "abandoned_drafts",
+            "abandoned_cost",
+            "pending_rows",
+            "pending_drafts",
+            "pending_cost",
+            "scanned_rows",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(batch, name))
+        self.batches += 1
+        self.max_batch_seconds = max(self.max_batch_seconds, batch.duration_seconds)
+
+
+# --- The batch statement (PostgreSQL) ----------------------------------------------
+
+_BATCH = f"""
+SELECT u.id, u.company_id, u.draft_job_id, u.status, u.occurred_on, u.model,
+       u.question_count, u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens, u.cost
+  FROM {USAGE} u
+ WHERE u.job_id IS NULL {{scope}} {{after}}
+ ORDER BY u.company_id, u.draft_job_id, u.id
+ LIMIT %(limit)s {{lock}}
+"""
+# Rows a concurrent save (or re-pricing) holds are left to it, or to the next
+# run: the batch never waits on them, so it cannot deadlock with the save path.
+_LOCK = "FOR UPDATE OF u SKIP LOCKED"
+_AFTER = (
+    "AND (u.company_id, u.draft_job_id, u.id) > (%(after_company)s, %(after_draft)s, %(after_id)s)"
+)
+_SCOPES = {
+    "all": "",
+    "company": "AND u.company_id = %(company)s",
+    "drafts_of": f"""AND (u.company_id, u.draft_job_id) IN (
+        SELECT s.company_id, s.draft_job_id FROM {USAGE} s
+         WHERE s.id = ANY(%(ids)s) AND s.job_id IS NULL)""",
+}
+# A draft is stale when none of its pending usage is newer than the cutoff.
+_STALE = f"""NOT EXISTS (
+    SELECT 1 FROM {USAGE} f
+     WHERE f.company_id = d.company_id AND f.draft_job_id = d.draft_job_id
+       AND f.job_id IS NULL AND f.occurred_at >= %(cutoff)s)"""
+
+_PLAN = f"""
+WITH batch AS ({{batch}}),
+drafts AS (SELECT DISTINCT company_id, draft_job_id FROM batch),
+matched AS MATERIALIZED (  -- once per draft, not per row
+    SELECT d.company_id, d.draft_job_id,
+           COALESCE(
+               (SELECT j.id FROM {JOB} j
+                 WHERE j.company_id = d.company_id
+                   AND j.id = CASE WHEN d.draft_job_id ~ %(uuid_text)s
+                                   THEN d.draft_job_id::uuid END),
+               (SELECT j.id FROM {JOB} j
+                 WHERE j.company_id = d.company_id AND j.draft_id = d.draft_job_id)
+           ) AS job_id
+      FROM drafts d
+),
+judged AS MATERIALIZED (  -- staleness only matters for drafts without a job
+    SELECT d.*, CASE WHEN d.job_id IS NULL THEN {{stale}} ELSE false END AS stale
+      FROM matched d
+),
+plan AS (
+    SELECT b.*, m.job_id AS new_job_id,
+           CASE WHEN m.job_id IS NOT NULL THEN 'linked'
+                WHEN m.stale AND b.status = 'draft' THEN 'abandoned' END AS new_status
+      FROM batch b JOIN judged m USING (company_id, draft_job_id)
+),
+"""
+
+# Apply: move the rows, re-checking under the row lock that each is still the
+# pending row that was planned (a concurrent save may have linked it first), and
+# take the rollup figures from the row as updated, so a concurrent re-pricing
+# that committed first is accounted for in the right bucket.
+_MOVE = f"""
+moved AS (
+    UPDATE {USAGE} u
+       SET job_id = p.new_job_id,
+           status = p.new_status,
+           reconciled_at = CASE WHEN p.new_job_id IS NULL THEN u.reconciled_at
+                                ELSE %(now)s END,
+           abandoned_at = CASE WHEN p.new_job_id IS NULL THEN %(now)s
+                               ELSE u.abandoned_at END
+      FROM plan p
+     WHERE u.id = p.id AND p.new_status IS NOT NULL
+       AND u.job_id IS NULL AND u.status = p.status
+ RETURNING u.company_id, u.draft_job_id, u.occurred_on, u.model, p.status AS old_status,
+           u.status AS new_status, u.question_count, u.prompt_tokens,
+           u.cached_prompt_tokens, u.completion_tokens, u.cost
+),
+signed AS (
+    SELECT company_id, occurred_on, model, old_status AS status, -1 AS sign,
+           question_count, prompt_tokens, cached_prompt_tokens, completion_tokens, cost
+      FROM moved
+    UNION ALL
+    SELECT company_id, occurred_on, model, new_status, 1,
+           question_count, prompt_tokens, cached_prompt_tokens, completion_tokens, cost
+      FROM moved
+),
+upserted AS (
+    INSERT INTO {rollup.TABLE} ({rollup.COLUMNS})
+    SELECT company_id, occurred_on, model, status, sum(sign),
+           sum(sign * question_count), sum(sign * prompt_tokens),
+           sum(sign * cached_prompt_tokens), sum(sign * completion_tokens),
+           COALESCE(sum(sign * cost), 0), sum(CASE WHEN cost IS NULL THEN sign ELSE 0 END)
+      FROM signed
+     GROUP BY company_id, occurred_on, model, status
+     ORDER BY company_id, occurred_on, model, status
+    {rollup.ON_CONFLICT_ADD}
+    RETURNING 1
+),
+"""
+# Dry run: the same plan, only counted.
+_COUNT_ONLY = """
+moved AS (
+    SELECT company_id, draft_job_id, status AS old_status, new_status, cost
+      FROM plan WHERE new_status IS NOT NULL
+),
+upserted AS (SELECT 1 WHERE false),
+"""
+# A draft cut by the previous batch's boundary was counted there already.
+_NOT_PREVIOUS = (
+    "(company_id, draft_job_id) IS DISTINCT FROM (%(after_company)s::uuid, %(after_draft)s::text)"
+)
+_SUMMARY = f"""
+last AS (
+    SELECT company_id, draft_job_id, id FROM batch
+     ORDER BY company_id DESC, draft_job_id DESC, id DESC LIMIT 1
+)
+SELECT l.company_id, l.draft_job_id, l.id, (SELECT count(*) FROM batch),
+       m.linked_rows, m.linked_drafts, m.linked_cost,
+       m.abandoned_rows, m.abandoned_drafts, m.abandoned_cost,
+       p.pending_rows, p.pending_drafts, p.pending_cost,
+       (SELECT count(*) FROM upserted)
+  FROM (SELECT count(*) FILTER (WHERE new_status = 'linked') AS linked_rows,
+               count(DISTINCT (company_id, draft_job_id))
+                   FILTER (WHERE new_status = 'linked' AND {_NOT_PREVIOUS}) AS linked_drafts,
+               COALESCE(sum(cost) FILTER (WHERE new_status = 'linked'), 0) AS linked_cost,
+               count(*) FILTER (WHERE new_status = 'abandoned') AS abandoned_rows,
+               count(DISTINCT (company_id, draft_job_id))
+                   FILTER (WHERE new_status = 'abandoned' AND {_NOT_PREVIOUS})
+                   AS abandoned_drafts,
+               COALESCE(sum(cost) FILTER (WHERE new_status = 'abandoned'), 0) AS abandoned_cost
+          FROM moved) m
+ CROSS JOIN (
+        SELECT count(*) AS pending_rows,
+               count(DISTINCT (company_id, draft_job_id))
+                   FILTER (WHERE {_NOT_PREVIOUS}) AS pending_drafts,
+               COALESCE(sum(cost), 0) AS pending_cost
+          FROM plan WHERE new_job_id IS NULL) p
+  LEFT JOIN last l ON true
+"""
+
+
+def batch_sql(*, scope: str, first: bool, abandon: bool, dry_run: bool) -> str:
+    """The one statement that processes (or, dry, counts) one keyset batch."""
+    lock = "" if dry_run else _LOCK
+    batch = _BATCH.format(scope=_SCOPES[scope], after="" if first else _AFTER, lock=lock)
+    plan = _PLAN.format(batch=batch, stale=_STALE if abandon else "false")
+    return plan + (_COUNT_ONLY if dry_run else _MOVE) + _SUMMARY
+
+
+def _run_batch(sql: str, params: dict) -> tuple[tuple | None, ReconcileReport]:
+    started = time.monotonic()
+    with transaction.atomic(), connection.cursor() as cursor:
+        # A batch lost in a crash before its WAL reached disk is simply redone
+        # by the next run, so a batch need not wait for the flush at commit.
+        cursor.execute("SET LOCAL synchronous_commit = off")
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    batch = ReconcileReport(
+        scanned_rows=row[3],
+        reconciled_rows=row[4],
+        reconciled_drafts=row[5],
+        reconciled_cost=row[6],
+        abandoned_rows=row[7],
+        abandoned_drafts=row[8],
+        abandoned_cost=row[9],
+        pending_rows=row[10],
+        pending_drafts=row[11],
+        pending_cost=row[12],
+        duration_seconds=time.monotonic() - started,
+    )
+    last_key = row[:3] if row[0] is not None else None
+    return last_key, batch
+
+
+def _reconcile_postgres(
+    report: ReconcileReport,
+    *,
+    scope: str,
+    scope_params: dict,
+    batch_size: int,
+    cutoff: datetime | None,
+    now: datetime,
+    on_batch: Callable[[ReconcileReport], None] | None,
+) -> None:
+    params = {
+        **scope_params,
+        "limit": batch_size,
+        "uuid_text": UUID_TEXT,
+        "cutoff": cutoff,
+        "now": now,
+        "after_company": None,
+        "after_draft": None,
+        "after_id": None,
+    }
+    first = True
+    while True:
+        sql = batch_sql(
+            scope=scope, first=first, abandon=cutoff is not None, dry_run=report.dry_run
+        )
+        last_key, batch = _run_batch(sql, params)
+        if last_key is None:  # nothing left after the previous key
+            return
+        report.add_batch(batch)
+        if on_batch is not None:
+            on_batch(report)
+        params["after_company"], params["after_draft"], params["after_id"] = last_key
+        first = False
+
+
+# --- SQLite: correct, not fast ------------------------------------------------------
+
+
+def _job_for_draft(company_id: uuid.UUID, draft: str) -> Job | None:
+    try:
+        job = Job.objects.filter(company_id=company_id, pk=uuid.UUID(draft)).first()
+    except ValueError:
+        job = None
+    if job is None or str(job.pk) != draft:
+        job = Job.objects.filter(company_id=company_id, draft_id=draft).first()
+    return job
+
+
+def _reconcile_python(
+    report: ReconcileReport,
+    *,
+    pending,
+    cutoff: datetime | None,
+    now: datetime,
+    on_batch: Callable[[ReconcileReport], None] | None,
+) -> None:
+    """One transaction per draft (SQLite has one writer; speed is not the point)."""
+    from usage.services import link_drafts  # services imports nothing from here
+
+    keys = sorted(set(pending.values_list("company_id", "draft_job_id")), key=str)
+    for company_id, draft in keys:
+        started = time.monotonic()
+        rows = QuestionGenerationUsage.objects.filter(
+            company_id=company_id, draft_job_id=draft, job__isnull=True
+        )
+        job = _job_for_draft(company_id, draft)
+        with transaction.atomic():
+            if job is not None:
+                _count(report, "reconciled", rows)
+                if not report.dry_run:
+                    link_drafts(company=Company(pk=company_id), job=job, now=now)
+            else:
+                _count(report, "pending", rows)
+                if cutoff is not None and not rows.filter(occurred_at__gte=cutoff).exists():
+                    _abandon_python(report, rows.filter(status=UsageStatus.DRAFT), now)
+        report.batches += 1
+        report.scanned_rows = report.reconciled_rows + report.pending_rows
+        report.max_batch_seconds = max(report.max_batch_seconds, time.monotonic() - started)
+        if on_batch is not None:
+            on_batch(report)
+
+
+def _count(report: ReconcileReport, prefix: str, rows: Iterable[QuestionGenerationUsage]) -> None:
+    costs = [row.cost for row in rows]
+    if not costs:
+        return
+    setattr(report, f"{prefix}_rows", getattr(report, f"{prefix}_rows") + len(costs))
+    setattr(report, f"{prefix}_drafts", getattr(report, f"{prefix}_drafts") + 1)
+    total = sum((c for c in costs if c is not None), Decimal(0))
+    setattr(report, f"{prefix}_cost", getattr(report, f"{prefix}_cost") + total)
+
+
+def _abandon_python(report: ReconcileReport, rows, now: datetime) -> None:
+    rows = list(rows.select_for_update())
+    _count(report, "abandoned", rows)
+    if report.dry_run or not rows:
+        return
+    deltas = rollup.Deltas()
+    for row in rows:
+        deltas.add(row, -1)
+        row.status, row.abandoned_at = UsageStatus.ABANDONED, now
+        deltas.add(row, +1)
+    QuestionGenerationUsage.objects.bulk_update(rows, ["status", "abandoned_at"])
+    rollup.apply(deltas)
+
+
+# --- The services -------------------------------------------------------------------
+
+
+def reconcile_drafts(
+    *,
+    company: Company | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    abandon_after_days: int | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    on_batch: Callable[[ReconcileReport], None] | None = None,
+) -> ReconcileReport:
+    """Link every pending draft whose job has been saved; abandon stale ones.
+
+    Not one transaction: each batch is its own (see the module docstring).
+    `abandon_after_days` defaults to settings.DRAFT_ABANDON_AFTER_DAYS.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    days = settings.DRAFT_ABANDON_AFTER_DAYS if abandon_after_days is None else abandon_after_days
+    if days < 0:
+        raise ValueError("abandon_after_days must not be negative")
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=days)
+    scope, scope_params = ("company", {"company": company.pk}) if company else ("all", {})
+    pending = QuestionGenerationUsage.objects.filter(job__isnull=True)
+    if company is not None:
+        pending = pending.filter(company=company)
+    return _run(
+        dry_run=dry_run,
+        scope=scope,
+        scope_params=scope_params,
+        pending=pending,
+        batch_size=batch_size,
+        cutoff=cutoff,
+        now=now,
+        on_batch=on_batch,
+    )
+
+
+def reconcile_selected_drafts(
+    *,
+    usage_ids: Iterable[uuid.UUID],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    now: datetime | None = None,
+) -> ReconcileReport:
+    """Link the drafts of the selected usage rows (all their pending rows) to their saved jobs.
+
+    The admin action. Never abandons: a person asked for these to be linked.
+    """
+    ids = list(usage_ids)
+    return _run(
+        dry_run=False,
+        scope="drafts_of",
+        scope_params={"ids": ids},
+        pending=QuestionGenerationUsage.objects.filter(pk__in=ids, job__isnull=True),
+        batch_size=batch_size,
+        cutoff=None,
+        now=now or timezone.now(),
+        on_batch=None,
+    )
+
+
+def _run(
+    *,
+    dry_run: bool,
+    scope: str,
+    scope_params: dict,
+    pending,
+    batch_size: int,
+    cutoff: datetime | None,
+    now: datetime,
+    on_batch: Callable[[ReconcileReport], None] | None,
+) -> ReconcileReport:
+    started = time.monotonic()
+    report = ReconcileReport(dry_run=dry_run)
+    if is_postgres():
+        _reconcile_postgres(
+            report,
+            scope=scope,
+            scope_params=scope_params,
+            batch_size=batch_size,
+            cutoff=cutoff,
+            now=now,
+            on_batch=on_batch,
+        )
+    else:
+        _reconcile_python(report, pending=pending, cutoff=cutoff, now=now, on_batch=on_batch)
+    report.duration_seconds = time.monotonic() - started
+    return report
