@@ -69,6 +69,8 @@ def prepare_dataset(size: str, reuse: bool) -> dict:
         )
     log(f"migrate ({name})")
     call_command("migrate", interactive=False, verbosity=0)
+    # DEBUG is off as in production, so pages need the collected static manifest.
+    call_command("collectstatic", interactive=False, verbosity=0)
     spec = dataset.spec_for(size)
     found = dataset.marker()
     if reuse and found and (found["rows"], found["companies"]) == (spec.rows, spec.companies):

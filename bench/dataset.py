@@ -180,7 +180,7 @@ def _drop_for_load() -> tuple[list[tuple[str, str, str]], list[str]]:
             "INSERT INTO bench_ddl (tbl, name, def) VALUES (%s, %s, %s)",
             constraints + [("", "", d) for d in indexes],
         )
-    for table, name, definition in reversed(constraints):  # foreign keys first
+    for table, name, _definition in reversed(constraints):  # foreign keys first
         execute(f'ALTER TABLE {table} DROP CONSTRAINT IF EXISTS "{name}"')
     for definition in indexes:
         name = definition.split(" INDEX ", 1)[1].split(" ON ", 1)[0]
