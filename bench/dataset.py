@@ -83,14 +83,20 @@ def job_uuid_sql(ci: str, j: str) -> str:
     return f"md5('bench-job:' || ({ci}) || ':' || ({j}))::uuid"
 
 
+def largest_share(spec: Spec) -> float:
+    """A tenth, unless there are too few companies for a tenth to be the largest."""
+    return max(spec.largest_share, 1.5 / spec.companies)
+
+
 def company_row_counts(spec: Spec) -> list[int]:
     """Rows per company: #1 holds `largest_share`, the rest 1/k^s (k from 2), summing to rows."""
-    rest = spec.rows - round(spec.rows * spec.largest_share)
+    share = largest_share(spec)
+    rest = spec.rows - round(spec.rows * share)
     weights = [1 / (k**spec.zipf_s) for k in range(2, spec.companies + 1)]
     total = sum(weights)
     counts = [max(1, math.floor(rest * w / total)) for w in weights]
     # With few companies the Zipf head would outgrow the largest: cap it, spread the excess.
-    cap = math.floor(spec.rows * spec.largest_share * 0.8)
+    cap = math.floor(spec.rows * share * 0.8)
     excess = sum(max(0, n - cap) for n in counts)
     counts = [min(n, cap) for n in counts]
     for i in range(excess):
@@ -449,6 +455,8 @@ def build(spec: Spec, *, log: Callable[[str], None] = print, now: datetime | Non
     step("pending marker", _mark_pending)
     execute("DROP TABLE IF EXISTS bench_co")
     step("analyze", execute, "ANALYZE")
+    for name in ("synchronous_commit", "maintenance_work_mem", "work_mem"):
+        execute(f"RESET {name}")
     seconds = time.perf_counter() - t_all
     _write_marker(spec, now, seconds)
     timings["total"] = seconds
