@@ -67,7 +67,8 @@ class Context:
 
     def child(self, *args: str, timeout: int = 1800) -> dict:
         """Run bench.child in a fresh process; its JSON report (with `error` on failure)."""
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "PYTHONPATH": path}
         proc = subprocess.run(
             [sys.executable, "-m", "bench.child", *args],
             cwd=ROOT,
