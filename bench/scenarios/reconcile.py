@@ -120,7 +120,7 @@ def reconcile(ctx: Context) -> Result:
         return not_available("reconcile", title, target, "command reconcile_drafts not found")
     result = Result("reconcile", title, target, unit="rows/s", lower_bound_label="UPDATE ... FROM")
     rates, lower_rates, batches, peaks = [], [], [], []
-    for i in range(ctx.reps(3)):
+    for i in range(ctx.reps(2)):
         t0 = time.perf_counter()
         restore_pending()
         pending = _pending_count()
