@@ -179,6 +179,7 @@ class CreditBalance(models.Model):
     balance = AmountField(default=Decimal("0"))
     debt = AmountField(
         default=Decimal("0"),
+        db_default=Decimal("0"),  # balance rows written by raw SQL or older code stay valid
         help_text="Consumption no unexpired credit covered yet; new credit pays it off first.",
     )
     updated_at = models.DateTimeField(auto_now=True)

@@ -110,6 +110,7 @@ class QuestionGenerationUsage(models.Model):
     processing_time_ms = models.IntegerField(null=True, blank=True)
     prepaid = models.BooleanField(
         default=False,
+        db_default=False,  # rows written by raw SQL or older code stay valid
         help_text=(
             "Imported history already paid for outside this system (import_usage "
             "--no-debit): recorded and reported, never debited from credits."

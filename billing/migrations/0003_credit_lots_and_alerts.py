@@ -68,7 +68,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='creditbalance',
             name='debt',
-            field=models.DecimalField(decimal_places=12, default=Decimal('0'), help_text='Consumption no unexpired credit covered yet; new credit pays it off first.', max_digits=28),
+            field=models.DecimalField(db_default=Decimal('0'), decimal_places=12, default=Decimal('0'), help_text='Consumption no unexpired credit covered yet; new credit pays it off first.', max_digits=28),
         ),
         migrations.AddConstraint(
             model_name='creditbalance',
