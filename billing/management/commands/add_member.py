@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 
 from billing.models import Membership
 from billing.services import BillingError, add_member, resolve_company
+from ops.commands import LoggedCommand
 
 
-class Command(BaseCommand):
+class Command(LoggedCommand):
     help = (
         "Make USERNAME an admin or viewer of COMPANY (UUID or external id), creating "
         "the user if needed. Members log in at /accounts/login/ and see only their "

@@ -7,12 +7,13 @@ from collections import defaultdict
 from contextlib import contextmanager
 from decimal import Decimal
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 from django.db import connection
 from django.utils import timezone
 
 from billing.credits import due_lots, expire_lot
 from billing.money import plain
+from ops.commands import LoggedCommand
 
 # pg_try_advisory_lock key: "expire_credits" (any constant shared by all hosts).
 ADVISORY_LOCK_KEY = 0x45585052  # "EXPR"
@@ -39,7 +40,7 @@ def advisory_lock(key: int):
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
-class Command(BaseCommand):
+class Command(LoggedCommand):
     help = (
         "Write off what is left of credit whose expiry has passed: one expiry entry per credit "
         "lot (idempotency key expiry:<lot>). Idempotent and safe when cron runs it on several "
@@ -59,6 +60,7 @@ class Command(BaseCommand):
                 summary = {"skipped": "another expire_credits run holds the lock"}
             else:
                 summary = self._run(now, dry_run=options["dry_run"])
+        self.summary = summary
         if options["json"]:
             self.stdout.write(json.dumps(summary, indent=2))
         elif "skipped" in summary:

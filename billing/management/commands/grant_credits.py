@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, time
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from billing.credits import grant_credits
 from billing.money import format_money
 from billing.services import BillingError, resolve_company
+from ops.commands import LoggedCommand
 
 
 def parse_expiry(text: str, tz) -> datetime:
@@ -24,7 +25,7 @@ def parse_expiry(text: str, tz) -> datetime:
     return timezone.make_aware(moment, tz) if timezone.is_naive(moment) else moment
 
 
-class Command(BaseCommand):
+class Command(LoggedCommand):
     help = (
         "Add credit to a company: --kind purchase (paid) or grant (promotional), with a reason, "
         "optionally expiring. Idempotent with --idempotency-key."

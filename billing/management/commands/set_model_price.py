@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
 from billing.dates import parse_instant
 from billing.services import BillingError, set_model_price
+from ops.commands import LoggedCommand
 
 
-class Command(BaseCommand):
+class Command(LoggedCommand):
     help = (
         "Add a price period for MODEL from --effective-from on, in USD per million tokens, "
         "closing the model's open period at that instant. Refuses overlaps. Usage already "

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import uuid
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from billing.invariants import CHECKS, check_ledger
 from billing.models import Company
 from billing.services import BillingError, resolve_company
+from ops.commands import LoggedCommand
 
 
-class Command(BaseCommand):
+class Command(LoggedCommand):
     help = (
         "Check the credit ledger's invariants set-based in SQL: balance == sum(ledger) and the "
         "running balance; every priced usage row debited exactly once for exactly its cost "
@@ -41,15 +42,15 @@ class Command(BaseCommand):
                 "pk", "name"
             )
         )
+        summary = {
+            "ok": not failures,
+            "checks": list(CHECKS),
+            "failures": [
+                {**f.__dict__, "company": names.get(uuid.UUID(f.company_id), "")} for f in failures
+            ],
+        }
+        self.summary = summary
         if options["json"]:
-            summary = {
-                "ok": not failures,
-                "checks": list(CHECKS),
-                "failures": [
-                    {**f.__dict__, "company": names.get(uuid.UUID(f.company_id), "")}
-                    for f in failures
-                ],
-            }
             self.stdout.write(json.dumps(summary, indent=2))
         else:
             for f in failures:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
 from billing.dbutil import advisory_lock
 from billing.money import plain
 from billing.services import BillingError, resolve_company
+from ops.commands import LoggedCommand
 from usage.reconcile import DEFAULT_BATCH_SIZE, LOCK_NAME, ReconcileReport, reconcile_drafts
 
 
-class Command(BaseCommand):
+class Command(LoggedCommand):
     help = (
         "Link every pending draft usage row whose draft id now belongs to a saved job of the "
         "same company, and mark drafts idle for --abandon-after-days as abandoned (still "
@@ -61,6 +62,7 @@ class Command(BaseCommand):
             raise CommandError(f"reconcile_drafts failed, database error: {exc}".strip()) from exc
         except Exception as exc:  # cron reads one clear line; batches done so far stay done
             raise CommandError(f"reconcile_drafts failed: {type(exc).__name__}: {exc}") from exc
+        self.summary = report.as_json()
         self._print(report, as_json=options["json"])
 
     def _run(self, options: dict) -> ReconcileReport:

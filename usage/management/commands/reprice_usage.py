@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
 from billing.dates import parse_instant
 from billing.dbutil import advisory_lock
 from billing.money import plain
 from billing.services import BillingError
+from ops.commands import LoggedCommand
 from usage.pricing import LOCK_NAME, CompanyReprice, RepriceReport, reprice_usage
 
 
-class Command(BaseCommand):
+class Command(LoggedCommand):
     help = (
         "Price usage recorded without a price (with the price in effect when it occurred) and "
         "debit it; with --reprice-priced also re-price priced usage after a price correction, "
@@ -54,6 +55,7 @@ class Command(BaseCommand):
             raise CommandError(exc.message) from exc
         except DatabaseError as exc:
             raise CommandError(f"reprice_usage failed, database error: {exc}") from exc
+        self.summary = report.as_json()
         if options["json"]:
             self.stdout.write(json.dumps(report.as_json(), sort_keys=True))
         else:
