@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -138,19 +139,22 @@ def reprice_usage(
     on_company: Callable[[CompanyReprice], None] | None = None,
 ) -> RepriceReport:
     """Price unpriced usage (and re-price priced usage on request); dry unless `apply`."""
-    rows = candidates(model=model, since=since, reprice_priced=reprice_priced, company=company)
-    report = RepriceReport(applied=apply)
-    company_ids = rows.order_by().values_list("company_id", flat=True).distinct()
-    names = dict(Company.objects.filter(pk__in=company_ids).values_list("pk", "name"))
-    for company_id in sorted(names, key=lambda pk: (names[pk], str(pk))):
-        summary = CompanyReprice(company_id=company_id, company_name=names[company_id])
-        _reprice_company(
-            rows.filter(company_id=company_id), summary, apply, batch_size, actor, actor_label
-        )
-        report.companies.append(summary)
-        if on_company is not None:
-            on_company(summary)
-    return report
+    # With --apply every change and its credit correction commit together, or none
+    # do, so the printed totals are exactly what was applied.
+    with transaction.atomic() if apply else nullcontext():
+        rows = candidates(model=model, since=since, reprice_priced=reprice_priced, company=company)
+        report = RepriceReport(applied=apply)
+        company_ids = rows.order_by().values_list("company_id", flat=True).distinct()
+        names = dict(Company.objects.filter(pk__in=company_ids).values_list("pk", "name"))
+        for company_id in sorted(names, key=lambda pk: (names[pk], str(pk))):
+            summary = CompanyReprice(company_id=company_id, company_name=names[company_id])
+            _reprice_company(
+                rows.filter(company_id=company_id), summary, apply, batch_size, actor, actor_label
+            )
+            report.companies.append(summary)
+            if on_company is not None:
+                on_company(summary)
+        return report
 
 
 def _reprice_company(rows, summary, apply, batch_size, actor, actor_label) -> None:

@@ -266,3 +266,20 @@ def test_repricing_prepaid_history_moves_no_money(company):
     assert not LedgerEntry.objects.filter(usage_id=usage.pk).exists()
     assert CreditBalance.objects.get(company=company).balance == Decimal("100")
     assert_rollup_matches_raw()
+
+
+def test_reprice_apply_is_one_transaction(company, other_company):
+    """A failure after the first company leaves nothing applied, for either company."""
+    for who in (company, other_company):
+        give_credit(who, "100")
+        make_usage(who, model="late-model", prompt_tokens=0, completion_tokens=1_000_000)
+    make_price("late-model", output="10")
+    before = usage_state()
+
+    def fail_after_first(summary) -> None:
+        raise RuntimeError("the database went away half-way")
+
+    with pytest.raises(RuntimeError):
+        reprice_usage(apply=True, on_company=fail_after_first)
+    assert usage_state() == before
+    assert not LedgerEntry.objects.filter(kind="usage").exists()
