@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from billing.models import AuditEvent, CreditLot, LedgerEntry
+from billing.models import AuditEvent, CreditBalance, CreditLot, LedgerEntry
 from billing.services import current_balance
 from tests.conftest import make_company
 
@@ -81,3 +81,14 @@ def test_seed_demo_credits_are_lots():
     kinds = set(CreditLot.objects.values_list("entry__kind", "funding"))
     assert kinds == {("purchase", "paid"), ("grant", "promotional")}
     assert AuditEvent.objects.filter(actor_label="seed_demo").count() == 4
+
+
+def test_running_the_same_grant_twice_without_a_key_grants_once(company):
+    args = [str(company.pk), "500", "--kind", "purchase", "--reason", "Invoice 1042"]
+    call_command("grant_credits", *args, stdout=StringIO())
+    out = StringIO()
+    call_command("grant_credits", *args[:1], "500.00", *args[2:], stdout=out)
+    assert "Already posted (replay)" in out.getvalue()
+    assert CreditBalance.objects.get(company=company).balance == Decimal("500")
+    call_command("grant_credits", *args[:-1], "Invoice 1043", stdout=StringIO())
+    assert CreditBalance.objects.get(company=company).balance == Decimal("1000")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, time
 
 from django.core.management.base import CommandError, CommandParser
@@ -9,7 +10,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from billing.credits import grant_credits
-from billing.money import format_money
+from billing.money import AmountError, format_money, quantize_amount
 from billing.services import BillingError, resolve_company
 from ops.commands import LoggedCommand
 
@@ -25,10 +26,25 @@ def parse_expiry(text: str, tz) -> datetime:
     return timezone.make_aware(moment, tz) if timezone.is_naive(moment) else moment
 
 
+def _derived_key(company, options: dict, expires_at) -> str:
+    """The same grant typed twice is one grant: key it on what it says."""
+    try:
+        amount = str(quantize_amount(options["amount"]))  # "500" and "500.00" are one grant
+    except AmountError:
+        amount = options["amount"]  # refused by grant_credits with a clear message
+    what = "|".join(
+        [str(company.pk), options["kind"], amount, options["reason"].strip(), str(expires_at)]
+    )
+    return f"grant_credits:{hashlib.sha256(what.encode()).hexdigest()[:32]}"
+
+
 class Command(LoggedCommand):
     help = (
         "Add credit to a company: --kind purchase (paid) or grant (promotional), with a reason, "
-        "optionally expiring. Idempotent with --idempotency-key."
+        "optionally expiring. Safe to re-run: without --idempotency-key the key is derived "
+        "from the company, kind, amount, reason and expiry, so running the same command "
+        "again (a retry after a lost connection, a shell history accident) posts nothing "
+        "new; give a distinct --idempotency-key (or reason) for a second, identical grant."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -43,7 +59,9 @@ class Command(LoggedCommand):
             help="When the credit expires: YYYY-MM-DD (midnight, company time zone) or ISO datetime.",
         )
         parser.add_argument(
-            "--idempotency-key", help="Replaying the same key posts nothing new (safe to retry)."
+            "--idempotency-key",
+            help="Replaying the same key posts nothing new. Default: derived from the "
+            "company, kind, amount, reason and expiry.",
         )
 
     def handle(self, *args, **options) -> None:
@@ -59,7 +77,8 @@ class Command(LoggedCommand):
                 reason=options["reason"],
                 actor_label="manage.py grant_credits",
                 expires_at=expires_at,
-                idempotency_key=options["idempotency_key"],
+                idempotency_key=options["idempotency_key"]
+                or _derived_key(company, options, expires_at),
             )
         except BillingError as exc:
             raise CommandError(exc.message)
