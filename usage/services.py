@@ -163,7 +163,10 @@ def fingerprint(event: UsageEvent, company: Company, cost: Decimal | None) -> st
         "completion_tokens": event.completion_tokens,
         "question_count": event.question_count,
         "cost": None if cost is None else str(cost),
-        "occurred_at": event.occurred_at.isoformat() if event.occurred_at else None,
+        # The instant, not its notation: 13:00+01:00 and 12:00Z are the same event.
+        "occurred_at": (
+            event.occurred_at.astimezone(UTC).isoformat() if event.occurred_at else None
+        ),
         "metadata": event.metadata,
         "processing_time_ms": event.processing_time_ms,
     }

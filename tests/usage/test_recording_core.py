@@ -111,3 +111,19 @@ def test_rollup_equals_raw_rows(company, price):
         return {(r["status"], r["c"] or Decimal(0), r["q"]) for r in rows}
 
     assert norm(raw) == norm(rolled)
+
+
+def test_the_same_instant_in_another_offset_is_a_replay_not_a_conflict(company, price):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    paris = datetime(2026, 11, 2, 13, 0, tzinfo=ZoneInfo("Europe/Paris"))
+    utc = datetime(2026, 11, 2, 12, 0, tzinfo=ZoneInfo("UTC"))
+    first = record_usage(
+        make_event(company, idempotency_key="k", draft_job_id="d", occurred_at=paris),
+        company=company,
+    )
+    again = record_usage(
+        make_event(company, idempotency_key="k", draft_job_id="d", occurred_at=utc), company=company
+    )
+    assert again.usage.pk == first.usage.pk and not again.created
