@@ -286,6 +286,14 @@ class ModelPriceAdmin(AuditedAdmin):
     audited_fields = PRICE_FIELDS
     audit_prefix = "model_price"
 
+    def get_readonly_fields(self, request, obj: ModelPrice | None = None):
+        # A price that has priced usage is evidence: every such charge must stay
+        # explainable as tokens x this price. Corrections are a new period
+        # (`manage.py set_model_price`) and `manage.py reprice_usage`.
+        if obj is not None and obj.usage.exists():
+            return [*self.readonly_fields, *PRICE_FIELDS]
+        return self.readonly_fields
+
     def save_model(self, request, obj: ModelPrice, form, change: bool) -> None:
         if not change:
             obj.created_by = request.user

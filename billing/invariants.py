@@ -18,7 +18,7 @@ from django.apps import apps
 from django.db import connection
 from django.utils import timezone
 
-from billing.models import CreditBalance, CreditLot, LedgerEntry
+from billing.models import CreditBalance, CreditLot, LedgerEntry, ModelPrice
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ def _tables() -> dict[str, str]:
         "ledger": LedgerEntry._meta.db_table,
         "balance": CreditBalance._meta.db_table,
         "lot": CreditLot._meta.db_table,
+        "price": ModelPrice._meta.db_table,
         "usage": apps.get_model("usage", "QuestionGenerationUsage")._meta.db_table,
         "rollup": apps.get_model("usage", "UsageDailyRollup")._meta.db_table,
     }
@@ -71,6 +72,18 @@ CHECKS: dict[str, str] = {
             OR (NOT u.prepaid AND u.cost IS NOT NULL
                 AND (d.usage_id IS NULL OR d.debits <> 1 OR d.total <> -u.cost))
          GROUP BY 1""",
+    "priced_cost_is_tokens_times_its_price": """
+        SELECT u.company_id, COUNT(*) || ' priced usage rows whose cost is not their tokens '
+               || 'at the price they reference'
+          FROM {usage} u JOIN {price} p ON p.id = u.price_id
+         WHERE u.cost_source = 'priced' {c:u}
+           AND (u.cost IS DISTINCT FROM
+                ((u.prompt_tokens - u.cached_prompt_tokens) * p.input_per_million
+                 + u.cached_prompt_tokens * p.cached_input_per_million
+                 + u.completion_tokens * p.output_per_million) / 1000000
+                OR u.occurred_at < p.effective_from
+                OR u.occurred_at >= COALESCE(p.effective_to, 'infinity'))
+         GROUP BY u.company_id""",
     "every_credit_has_its_lot": """
         SELECT COALESCE(e.company_id, lot.company_id), COUNT(*) || ' positive postings without '
                || 'a matching lot (or lots without their posting)'

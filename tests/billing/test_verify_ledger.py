@@ -171,3 +171,13 @@ def test_verify_ledger_refuses_sqlite_rather_than_compare_floats():
         return
     with pytest.raises(CommandError, match="needs PostgreSQL"):
         call_command("verify_ledger", stdout=out)
+
+
+@requires_postgres
+def test_a_price_changed_under_priced_usage_is_caught(company, price):
+    grant(company, "50")
+    make_usage(company)
+    assert check_ledger() == []
+    # Edited in place behind the services' back: the charges no longer explain.
+    _sql("UPDATE billing_modelprice SET output_per_million = 99 WHERE id = %s", [price.pk])
+    assert {f.invariant for f in check_ledger()} == {"priced_cost_is_tokens_times_its_price"}

@@ -120,3 +120,15 @@ def test_audit_trail_is_visible_read_only_in_the_admin(staff_client):
         and b"&quot;output_per_million&quot;: &quot;11&quot;" in detail.content
     )
     assert staff_client.get("/admin/billing/auditevent/add/").status_code == 403
+
+
+def test_a_price_that_priced_usage_is_read_only_in_the_admin(staff_client, company):
+    from tests.conftest import make_usage
+
+    used = make_price("used-model")
+    unused = make_price("unused-model")
+    make_usage(company, model="used-model")
+    page = staff_client.get(f"/admin/billing/modelprice/{used.pk}/change/").content.decode()
+    assert 'name="output_per_million"' not in page  # shown, not editable
+    page = staff_client.get(f"/admin/billing/modelprice/{unused.pk}/change/").content.decode()
+    assert 'name="output_per_million"' in page
