@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connections
 
@@ -68,7 +69,12 @@ def table_estimate(queryset) -> int:
 
 
 class CappedCountMixin:
-    """For ModelAdmins of big tables: capped count, and no second full count."""
+    """For ModelAdmins of big tables: capped count, no second full count, no facets.
+
+    Facets ("Show counts") count every filter choice over the whole filtered
+    table: a full scan per page at 10M rows.
+    """
 
     paginator = CappedCountPaginator
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER

@@ -115,3 +115,22 @@ def test_other_big_changelists_use_capped_counts(
     counts = [q["sql"] for q in ctx if re.search(r"SELECT COUNT\(\*\)", q["sql"], re.I)]
     assert counts and all("LIMIT" in sql.upper() for sql in counts)
     assert not any("date_trunc" in q["sql"].lower() for q in ctx)
+
+
+def test_status_filter_reads_pending_rows_through_the_pending_index(staff_client, company, price):
+    make_usage(company, draft_job_id="still-open")
+    with CaptureQueriesContext(connection) as ctx:
+        response = staff_client.get(USAGE + "?status__exact=draft")
+    assert [u.draft_job_id for u in response.context["cl"].result_list] == ["still-open"]
+    listed = [
+        q["sql"] for q in ctx if q["sql"].startswith('SELECT "question_generation_usage"."id"')
+    ]
+    assert listed and '"question_generation_usage"."job_id" IS NULL' in listed[0]
+
+
+def test_facets_are_never_offered_on_big_changelists(staff_client, company, price):
+    make_usage(company)
+    with CaptureQueriesContext(connection) as ctx:
+        response = staff_client.get(USAGE + "?_facets=True")
+    assert response.status_code == 200
+    assert not any('COUNT("question_generation_usage"."id") FILTER' in q["sql"] for q in ctx)
