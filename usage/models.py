@@ -74,7 +74,11 @@ class QuestionGenerationUsage(models.Model):
     """One LLM generation of interview or exam questions. Recorded exactly once."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    company = models.ForeignKey(Company, on_delete=models.PROTECT, related_name="usage")
+    # No index of its own: usage_company_occurred and usage_unique_idempotency_key
+    # both lead with company_id (every index is written by each non-HOT update).
+    company = models.ForeignKey(
+        Company, on_delete=models.PROTECT, related_name="usage", db_index=False
+    )
     job = models.ForeignKey(
         Job, null=True, blank=True, on_delete=models.PROTECT, related_name="usage"
     )
@@ -94,6 +98,9 @@ class QuestionGenerationUsage(models.Model):
         on_delete=models.PROTECT,
         related_name="usage",
         help_text="The price period that priced this row.",
+        # No index: nothing reads usage by price; only deleting a price
+        # (PROTECT) looks it up, a rare staff action that may scan the table.
+        db_index=False,
     )
     idempotency_key = models.CharField(max_length=255)
     request_fingerprint = models.CharField(
@@ -200,7 +207,8 @@ class UsageDailyRollup(models.Model):
     check it). The billing page reads it instead of scanning millions of rows.
     """
 
-    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: rollup_unique_bucket leads with company_id.
+    company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="+", db_index=False)
     day = models.DateField()
     model = models.CharField(max_length=100)
     status = models.CharField(max_length=16, choices=UsageStatus.choices)

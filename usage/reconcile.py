@@ -10,7 +10,8 @@ company whose own id (as text) or whose `draft_id` equals the draft id; the
 job's own id wins if both exist. A draft with no job whose newest pending
 usage is older than the cutoff is abandoned: still billed, still linkable.
 
-On PostgreSQL each keyset batch of `batch_size` pending rows, taken in
+On PostgreSQL each keyset batch of pending rows (sized to take ~100 ms at the
+pace just measured, at most `batch_size` rows), taken in
 `(company_id, draft_job_id, id)` order from the partial index of pending
 drafts, is ONE statement in its own short transaction: it plans the batch,
 `UPDATE ... FROM`s the rows, applies the rollup delta set-based
@@ -44,7 +45,15 @@ USAGE = QuestionGenerationUsage._meta.db_table
 JOB = Job._meta.db_table
 # What `job.id::text` looks like: only a draft id of this shape can be a job's own id.
 UUID_TEXT = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-DEFAULT_BATCH_SIZE = 2000
+# Batches are sized by time: a batch holds its row locks (and the rollup and
+# balance rows behind them) until it commits. The first batch has
+# FIRST_BATCH_SIZE rows (at most `batch_size`); each next one aims at
+# BATCH_TARGET_SECONDS at the pace just measured, at most doubling, between
+# MIN_BATCH_SIZE and `batch_size` (the largest batch).
+DEFAULT_BATCH_SIZE = 5000
+FIRST_BATCH_SIZE = 500
+BATCH_TARGET_SECONDS = 0.1
+MIN_BATCH_SIZE = 50
 LOCK_NAME = "usage.reconcile_drafts"
 
 
@@ -281,7 +290,7 @@ def _reconcile_postgres(
 ) -> None:
     params = {
         **scope_params,
-        "limit": batch_size,
+        "limit": min(batch_size, FIRST_BATCH_SIZE),
         "uuid_text": UUID_TEXT,
         "cutoff": cutoff,
         "now": now,
@@ -301,7 +310,15 @@ def _reconcile_postgres(
         if on_batch is not None:
             on_batch(report)
         params["after_company"], params["after_draft"], params["after_id"] = last_key
+        params["limit"] = next_batch_size(params["limit"], batch.duration_seconds, batch_size)
         first = False
+
+
+def next_batch_size(size: int, seconds: float, largest: int) -> int:
+    """The size that should take BATCH_TARGET_SECONDS at the last batch's pace."""
+    paced = int(size * BATCH_TARGET_SECONDS / seconds) if seconds > 0 else size * 2
+    # At most double per step, so one lucky fast batch cannot overshoot.
+    return max(min(MIN_BATCH_SIZE, largest), min(paced, size * 2, largest))
 
 
 # --- SQLite: correct, not fast ------------------------------------------------------

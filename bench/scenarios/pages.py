@@ -16,7 +16,11 @@ from bench.context import Context, explain, sql_ms, url_exists
 from bench.dataset import LEDGER, ROLLUP, USAGE
 from bench.measure import Result, fill, not_available, timed
 
-FULL_COUNT = re.compile(r'SELECT COUNT\(\*\)[^;]*FROM "?' + USAGE + r'"?(?![^;]*WHERE)', re.I)
+# A count of the whole table: neither filtered (WHERE) nor capped (a LIMIT subquery,
+# billing.admin_paging).
+FULL_COUNT = re.compile(
+    r'SELECT COUNT\(\*\)[^;]*FROM "?' + USAGE + r'"?(?![^;]*(?:WHERE|LIMIT))', re.I
+)
 
 
 def _get(client, url: str):

@@ -71,6 +71,9 @@ def restore_pending(*, vacuum: bool = True) -> int:
     if vacuum:  # the updates leave dead tuples the next run would wade through
         with connection.cursor() as cursor:
             cursor.execute(f"VACUUM (ANALYZE) {USAGE}")
+            # The reset updates the same rollup buckets every run: without this
+            # each run wades through the dead versions the previous runs left.
+            cursor.execute(f"VACUUM (ANALYZE) {ROLLUP}")
     return moved
 
 

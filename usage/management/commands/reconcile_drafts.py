@@ -34,7 +34,10 @@ class Command(LoggedCommand):
             "--batch-size",
             type=int,
             default=DEFAULT_BATCH_SIZE,
-            help=f"Pending rows per batch; each batch is one short transaction (default {DEFAULT_BATCH_SIZE}).",
+            help=(
+                f"Largest batch in pending rows (default {DEFAULT_BATCH_SIZE}); batches are "
+                "sized to take ~100 ms each, each one short transaction."
+            ),
         )
         parser.add_argument(
             "--abandon-after-days",
