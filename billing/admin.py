@@ -6,6 +6,7 @@ and corrections are new entries posted through billing.services.
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import F
@@ -31,7 +32,7 @@ from billing.models import (
 )
 from billing.money import format_money
 from billing.selectors import company_ledger, credit_summary
-from billing.services import BillingError, audit_changes, snapshot
+from billing.services import TIMEZONE_CHANGE_HINT, BillingError, audit_changes, snapshot
 
 # Staff edits of these are recorded in the audit trail with before and after.
 CREDIT_POLICY_FIELDS = ["low_balance_threshold", "overdraft_allowance", "monthly_spend_limit"]
@@ -126,8 +127,34 @@ class LowBalanceFilter(admin.SimpleListFilter):
         return queryset
 
 
+class CompanyAdminForm(forms.ModelForm):
+    class Meta:
+        model = Company
+        fields = [  # the admin narrows these to its fieldsets
+            "name",
+            "external_id",
+            "timezone",
+            "currency",
+            "is_active",
+            "low_balance_threshold",
+            "overdraft_allowance",
+            "monthly_spend_limit",
+            "billing_emails",
+        ]
+
+    def clean_timezone(self) -> str:
+        value = self.cleaned_data["timezone"]
+        instance = self.instance
+        if instance.pk and value != instance.timezone and instance.usage.exists():
+            raise forms.ValidationError(
+                f"Cannot change once usage is recorded: {TIMEZONE_CHANGE_HINT}."
+            )
+        return value
+
+
 @admin.register(Company)
 class CompanyAdmin(AuditedAdmin):
+    form = CompanyAdminForm
     list_display = [
         "name",
         "external_id",

@@ -421,6 +421,8 @@ def upsert_company(
         before = _company_fields(company)
         if not created and before == wanted:
             return company, False
+        if not created and company.timezone != timezone_name:
+            refuse_timezone_change_with_usage(company)
         if not created:
             for name_, value in wanted.items():
                 setattr(company, name_, value)
@@ -434,6 +436,21 @@ def upsert_company(
             after=wanted,
         )
     return company, created
+
+
+TIMEZONE_CHANGE_HINT = (
+    "its usage is already bucketed into days and months of its current time zone; "
+    "change it with `manage.py change_company_timezone`, which re-buckets that usage"
+)
+
+
+def refuse_timezone_change_with_usage(company: Company) -> None:
+    """A time zone change would silently move report days, monthly spend and limits."""
+    if company.usage.exists():  # reverse relation: billing imports nothing of usage
+        raise InvalidInput(
+            f"The time zone of {company.name} cannot change here: {TIMEZONE_CHANGE_HINT}.",
+            fields={"timezone": "cannot change once usage is recorded"},
+        )
 
 
 def _company_input_errors(external_id: str, name: str, timezone_name: str) -> dict[str, str]:
