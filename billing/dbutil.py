@@ -45,12 +45,8 @@ def insert_rows(model: type[Model], rows: list[Model], *, suffix: str = "") -> l
     fields, columns, casts = _insert_shape(model)
     table = model._meta.db_table
     if is_postgres():
-        arrays = [[_insert_value(f, r) for r in rows] for f in fields]
-        for i, field in enumerate(fields):
-            if field.get_internal_type() == "JSONField":
-                arrays[i] = [None if v is None else json.dumps(v) for v in arrays[i]]
-        sql = f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({casts}) {suffix}"
-        return _execute(sql, arrays)
+        sql, arrays = unnest_insert(model, rows)
+        return _execute(f"{sql} {suffix}", arrays)
     result: list[tuple] = []
     per_statement = max(1, 30_000 // len(fields))
     for start in range(0, len(rows), per_statement):
@@ -62,6 +58,18 @@ def insert_rows(model: type[Model], rows: list[Model], *, suffix: str = "") -> l
         values = ", ".join([row_sql] * len(chunk))
         result += _execute(f"INSERT INTO {table} ({columns}) VALUES {values} {suffix}", params)
     return result
+
+
+def unnest_insert(model: type[Model], rows: list[Model]) -> tuple[str, list[list]]:
+    """PostgreSQL: `INSERT INTO t (...) SELECT * FROM unnest(...)` and its column arrays,
+    for callers that wrap the insert in a larger statement (a data-modifying CTE)."""
+    fields, columns, casts = _insert_shape(model)
+    arrays = [[_insert_value(f, r) for r in rows] for f in fields]
+    for i, field in enumerate(fields):
+        if field.get_internal_type() == "JSONField":
+            arrays[i] = [None if v is None else json.dumps(v) for v in arrays[i]]
+    sql = f"INSERT INTO {model._meta.db_table} ({columns}) SELECT * FROM unnest({casts})"
+    return sql, arrays
 
 
 @functools.cache

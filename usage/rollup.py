@@ -134,3 +134,18 @@ def add_rows(rows: Iterable[QuestionGenerationUsage], sign: int = 1) -> None:
     for row in rows:
         deltas.add(row, sign)
     apply(deltas)
+
+
+# The same upsert fed by a data-modifying CTE named `inserted` (the usage rows an
+# `INSERT ... RETURNING` just wrote), so that recording is one round trip for
+# the usage rows and their buckets (PostgreSQL only). Buckets are locked in the
+# order `Deltas.items` uses: company id, day, then model and status by code point.
+FROM_INSERTED = f"""
+INSERT INTO {TABLE} ({COLUMNS})
+SELECT company_id, occurred_on, model, status, count(*), sum(question_count),
+       sum(prompt_tokens), sum(cached_prompt_tokens), sum(completion_tokens),
+       coalesce(sum(cost), 0), count(*) FILTER (WHERE cost IS NULL)
+  FROM inserted
+ GROUP BY company_id, occurred_on, model, status
+ ORDER BY company_id, occurred_on, model COLLATE "C", status COLLATE "C"
+{ON_CONFLICT_ADD}"""

@@ -36,8 +36,9 @@ from bench.dataset import LEDGER, ROLLUP, USAGE
 from bench.measure import Result, fill, not_available, percentile
 
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
-WORKERS = int(os.environ.get("BENCH_GUNICORN_WORKERS", "4"))
-THREADS = int(os.environ.get("BENCH_GUNICORN_THREADS", "2"))
+# The shape gunicorn.conf.py gives production: one process per core, 4 threads.
+WORKERS = int(os.environ.get("BENCH_GUNICORN_WORKERS", str(os.cpu_count() or 2)))
+THREADS = int(os.environ.get("BENCH_GUNICORN_THREADS", "4"))
 SINGLE = "/api/v1/usage"
 BATCH = "/api/v1/usage/batch"
 

@@ -40,7 +40,10 @@ class Command(LoggedCommand):
             "--rejects", help="Where to write rejected rows (default: PATH.rejects.csv|jsonl)."
         )
         parser.add_argument(
-            "--batch-size", type=int, default=500, help="Rows recorded per batch (default 500)."
+            "--batch-size",
+            type=int,
+            default=ImportOptions.batch_size,
+            help=f"Rows recorded per batch (default {ImportOptions.batch_size}).",
         )
         parser.add_argument(
             "--assume-tz",
