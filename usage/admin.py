@@ -8,7 +8,7 @@ usage.reconcile, and see which usage still needs a price.
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import Case, Exists, OuterRef, When
+from django.db.models import Case, Exists, OuterRef, Q, When
 from django.db.models.fields import CharField, UUIDField
 from django.db.models.functions import Cast
 from django.template.response import TemplateResponse
@@ -17,7 +17,7 @@ from django.urls import path
 from billing.admin import ReadOnlyAdmin
 from billing.admin_paging import CappedCountMixin
 from billing.dbutil import is_postgres
-from billing.models import ModelPrice
+from billing.models import Company, ModelPrice
 from billing.money import plain
 from usage import inbox, selectors
 from usage.models import (
@@ -182,9 +182,27 @@ class QuestionGenerationUsageAdmin(CappedCountMixin, ReadOnlyAdmin):
         ("occurred_at", admin.DateFieldListFilter),
     ]
     search_fields = ["=id", "=draft_job_id", "=idempotency_key", "=job__id"]
+    search_help_text = (
+        "A usage id, draft job id, idempotency key or job id; or a company's exact "
+        "external id or name (shows that company's usage)."
+    )
     list_select_related = ["company", "job"]
     raw_id_fields = ["company", "job", "price"]
     # No date_hierarchy: it lists years with a DISTINCT over the whole table.
+
+    def get_search_results(self, request, queryset, search_term):
+        # A company named by its external id or name filters on company_id (an
+        # index), instead of OR-ing an ILIKE join into the id look-ups on 10M rows.
+        term = search_term.strip()
+        company = (
+            Company.objects.filter(Q(external_id=term) | Q(name__iexact=term)).first()
+            if term
+            else None
+        )
+        if company is not None:
+            return queryset.filter(company=company), False
+        return super().get_search_results(request, queryset, search_term)
+
     actions = ["reconcile_selected"]
     change_list_template = "admin/usage/questiongenerationusage/change_list.html"
 

@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from billing.admin_paging import CappedCountPaginator
-from tests.conftest import give_credit, make_price, make_usage, requires_postgres
+from tests.conftest import give_credit, make_company, make_price, make_usage, requires_postgres
 
 pytestmark = pytest.mark.django_db
 USAGE = "/admin/usage/questiongenerationusage/"
@@ -134,3 +134,15 @@ def test_facets_are_never_offered_on_big_changelists(staff_client, company, pric
         response = staff_client.get(USAGE + "?_facets=True")
     assert response.status_code == 200
     assert not any('COUNT("question_generation_usage"."id") FILTER' in q["sql"] for q in ctx)
+
+
+def test_searching_a_company_external_id_or_name_shows_its_usage(staff_client):
+    make_price()
+    mine = make_company(name="Acme Hiring", external_id="org_acme_search")
+    other = make_company()
+    make_usage(mine)
+    make_usage(other)
+    for term in ("org_acme_search", "acme hiring"):
+        response = staff_client.get(USAGE, {"q": term})
+        rows = list(response.context["cl"].result_list)
+        assert [r.company_id for r in rows] == [mine.pk]
