@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import sys
+import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -85,7 +86,9 @@ class Command(LoggedCommand):
             self.stdout.write("Database already has companies; --if-empty: nothing to do.")
             return
         rng = random.Random(options["seed"])
-        now = timezone.now().replace(microsecond=0)
+        # Anchored to today (UTC) so that the same --seed on the same day replays
+        # the same events: a re-run records nothing twice and conflicts with nothing.
+        now = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
         start = now - timedelta(days=30 * options["months"])
         with transaction.atomic():
             _seed_prices(now)
@@ -174,11 +177,15 @@ def _seed_credits(company: Company, i: int, now: datetime) -> None:
     )
 
 
+DEMO_NAMESPACE = uuid.UUID("6f1c2a0e-4d7b-4c51-9a43-0c2f5b8e9d11")
+
+
 def _seed_jobs(company: Company, rng: random.Random) -> list[Job]:
     count = rng.randint(6, 12)
     return [
         save_job(
             company=company,
+            job_id=uuid.uuid5(DEMO_NAMESPACE, f"{company.external_id}/{n}"),
             title=rng.choice(JOB_TITLES),
             draft_job_id=f"draft-{company.external_id}-{n}",
         ).job
