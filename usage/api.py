@@ -229,6 +229,11 @@ class BalanceOut(Schema):
     currency: str
     balance: str
     month_to_date_spend: str = Field(..., description="This month in the company's time zone.")
+    unpriced_generations_this_month: int = Field(
+        ...,
+        description="Generations of a model without a price yet: not in month_to_date_spend "
+        "until `manage.py reprice_usage` prices them (and debits them).",
+    )
     limits: LimitsOut
     low_balance: bool
     allowed: bool = Field(..., description="Whether a new generation may start now.")
@@ -245,6 +250,7 @@ def balance_view(request: HttpRequest, company: str):
         "currency": target.currency,
         "balance": plain(status.balance),
         "month_to_date_spend": plain(status.month_to_date_spend),
+        "unpriced_generations_this_month": status.unpriced_generations,
         "limits": {
             "overdraft_allowance": plain(status.overdraft_allowance),
             "monthly_spend_limit": plain(status.monthly_spend_limit),

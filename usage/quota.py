@@ -15,13 +15,14 @@ from django.utils import timezone
 
 from billing.models import Company
 from billing.services import current_balance
-from usage.selectors import month_to_date_spend
+from usage.selectors import month_to_date_totals
 
 
 @dataclass(frozen=True)
 class QuotaStatus:
     balance: Decimal
     month_to_date_spend: Decimal
+    unpriced_generations: int  # this month's generations not yet in the spend
     overdraft_allowance: Decimal
     monthly_spend_limit: Decimal | None
     low_balance_threshold: Decimal
@@ -36,7 +37,7 @@ class QuotaStatus:
 def quota_status(company: Company, *, now: datetime | None = None) -> QuotaStatus:
     now = now or timezone.now()
     balance = current_balance(company)
-    spend = month_to_date_spend(company, now)
+    spend, unpriced = month_to_date_totals(company, now)
     reasons = []
     if not company.is_active:
         reasons.append("company is inactive")
@@ -48,6 +49,7 @@ def quota_status(company: Company, *, now: datetime | None = None) -> QuotaStatu
     return QuotaStatus(
         balance=balance,
         month_to_date_spend=spend,
+        unpriced_generations=unpriced,
         overdraft_allowance=company.overdraft_allowance,
         monthly_spend_limit=limit,
         low_balance_threshold=company.low_balance_threshold,

@@ -40,11 +40,20 @@ def month_start(company: Company, now: datetime | None = None) -> date:
 
 def month_to_date_spend(company: Company, now: datetime | None = None) -> Decimal:
     """Cost of this month's generations (company time zone), from the exact rollup."""
+    return month_to_date_totals(company, now)[0]
+
+
+def month_to_date_totals(company: Company, now: datetime | None = None) -> tuple[Decimal, int]:
+    """This month's cost and its generations still without a price, in one query.
+
+    Unpriced generations are not in the cost until `reprice_usage` prices them:
+    callers that show the spend show this count beside it, never a silent zero.
+    """
     today = timezone.localtime(now or timezone.now(), company.tz).date()
-    total = UsageDailyRollup.objects.filter(
+    totals = UsageDailyRollup.objects.filter(
         company=company, day__gte=today.replace(day=1), day__lte=today
-    ).aggregate(total=Sum("cost"))["total"]
-    return total or Decimal(0)
+    ).aggregate(total=Sum("cost"), unpriced=Sum("unpriced"))
+    return totals["total"] or Decimal(0), totals["unpriced"] or 0
 
 
 def month_to_date_spend_by_company(companies: list[Company], now: datetime | None = None) -> dict:

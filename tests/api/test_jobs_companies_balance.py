@@ -99,6 +99,7 @@ def test_balance_reports_quota(api, company, price):
         "currency": "USD",
         "balance": "0.9925",
         "month_to_date_spend": "0.0075",
+        "unpriced_generations_this_month": 0,
         "limits": {
             "overdraft_allowance": "0.00",
             "monthly_spend_limit": "0.005",

@@ -41,3 +41,11 @@ def test_month_follows_the_company_time_zone():
     nov = datetime(2026, 11, 2, tzinfo=ZoneInfo("UTC"))
     assert month_to_date_spend(company, nov) == Decimal("1")
     assert month_to_date_spend(company, at - timedelta(hours=12)) == Decimal("0")
+
+
+def test_unpriced_generations_are_counted_not_silently_zero(company, price):
+    make_usage(company, model="model-without-a-price")
+    make_usage(company)
+    status = quota_status(company)
+    assert status.unpriced_generations == 1
+    assert status.month_to_date_spend > 0  # the priced one only
