@@ -119,6 +119,18 @@ def _flushable_ledger(request):
     post_migrate.connect(enable, weak=False, dispatch_uid="flushable_ledger")
 
 
+@pytest.fixture(autouse=True)
+def _no_replica_unless_asked(request, monkeypatch):
+    """tests/ops registers a mirrored `replica` alias for the whole session; only the
+    tests that ask for it (the `replica_alias` fixture) see a replica configured."""
+    from django.db import connections
+
+    from config.routers import REPLICA_ALIAS
+
+    if "replica_alias" not in request.fixturenames and REPLICA_ALIAS in connections.settings:
+        monkeypatch.delitem(connections.settings, REPLICA_ALIAS)
+
+
 @pytest.fixture
 def company(db) -> Company:
     return make_company()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
-from django.db import connection
+from django.db import connection, connections, router
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
@@ -21,11 +21,12 @@ from django.views.decorators.http import require_GET
 
 from billing.models import Company
 from billing.selectors import credit_summary
+from config.routers import use_replica
 from usage import selectors
 from usage.access import company_for, is_platform_staff, visible_companies
 from usage.charts import daily_stacked_chart
 from usage.forms import CreditFilterForm, UsageFilterForm
-from usage.models import Job
+from usage.models import Job, QuestionGenerationUsage
 from usage.tables import COLUMNS, csv_chunks, csv_lines, html_cells, normalise, rows_html
 
 TABS = [("overview", "Overview"), ("usage", "Usage"), ("credits", "Credits")]
@@ -47,6 +48,7 @@ def billing_home(request: HttpRequest) -> HttpResponse:
     return render(request, "billing/choose_company.html", {"companies": companies})
 
 
+@use_replica()
 def staff_overview(request: HttpRequest) -> HttpResponse:
     search = request.GET.get("q", "").strip()[:100]
     sort = request.GET.get("sort", "name")
@@ -77,7 +79,12 @@ def company_page(request: HttpRequest, company_id: str) -> HttpResponse:
     builders = {"overview": _overview, "usage": _usage, "credits": _credits}
     if tab not in builders:
         tab = "overview"
-    context = builders[tab](request, company)
+    with use_replica():  # reports only read: a replica, when configured, serves them
+        return _render_tab(request, company, tab, builders[tab])
+
+
+def _render_tab(request: HttpRequest, company: Company, tab: str, builder) -> HttpResponse:
+    context = builder(request, company)
     if isinstance(context, HttpResponseBase):
         return context
     context.update(
@@ -153,16 +160,24 @@ def _usage_csv(company: Company, filters: selectors.UsageFilters) -> StreamingHt
     else:
         rows = selectors.usage_rows(company, filters, chunk_size=CSV_CHUNK)
         chunks = csv_chunks(csv_lines(filters.group, rows, company.tz))
-    response = StreamingHttpResponse(chunks, content_type="text/csv; charset=utf-8")
+    response = StreamingHttpResponse(_on_replica(chunks), content_type="text/csv; charset=utf-8")
     name = f"usage-{company.pk}-{filters.start}-{filters.end}-by-{filters.group}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
 
+def _on_replica(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The CSV is produced while the response streams, after the view returned:
+    its reads opt in to the replica there."""
+    with use_replica():
+        yield from chunks
+
+
 def _copy_chunks(sql: str, params: dict) -> Iterator[bytes]:
     """Stream PostgreSQL's COPY ... TO STDOUT output in chunks of about 64 KB."""
     buffer = bytearray()
-    with connection.cursor() as cursor:
+    alias = router.db_for_read(QuestionGenerationUsage)
+    with connections[alias].cursor() as cursor:
         with cursor.cursor.copy(sql, params) as copy:
             for block in copy:
                 buffer += block

@@ -22,7 +22,7 @@ def replica_alias():
 
 
 def test_without_a_replica_everything_uses_the_primary(monkeypatch):
-    monkeypatch.delitem(connections.settings, REPLICA_ALIAS)
+    monkeypatch.delitem(connections.settings, REPLICA_ALIAS, raising=False)
     router = ReplicaRouter()
     with use_replica():
         assert router.db_for_read(Company) is None
@@ -81,3 +81,20 @@ def test_reads_run_on_the_replica_connection_and_writes_on_the_primary(replica_a
     assert len(on_primary) == 1 and on_primary[0]["sql"].startswith("UPDATE")
     company.refresh_from_db()
     assert company.name == "Renamed"
+
+
+@requires_postgres
+@pytest.mark.django_db(databases=[DEFAULT_DB_ALIAS, REPLICA_ALIAS])
+def test_the_billing_pages_read_their_reports_on_the_replica(replica_alias, staff_client):
+    company = make_company()
+    url = f"/billing/{company.pk}/"
+    with CaptureQueriesContext(connections[REPLICA_ALIAS]) as on_replica:
+        assert staff_client.get(url, {"tab": "usage"}).status_code == 200
+        csv = staff_client.get(url, {"tab": "usage", "group": "day", "format": "csv"})
+        b"".join(csv.streaming_content)  # the CSV streams after the view returned
+        assert staff_client.get("/billing/").status_code == 200
+    tables = " ".join(q["sql"] for q in on_replica)
+    assert "usage_daily_rollup" in tables  # the usage tab's and the CSV's reports
+    assert "billing_company" in tables  # the staff overview
+    writes = ("INSERT", "UPDATE", "DELETE")
+    assert not [q for q in on_replica if q["sql"].lstrip().upper().startswith(writes)]
