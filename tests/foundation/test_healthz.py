@@ -35,3 +35,21 @@ def test_healthz_names_an_unapplied_migration(client):
     body = response.json()
     assert body["status"] == "error"
     assert body["problems"] == [f"migration not applied: usage.{last.name}"]
+
+
+def test_an_unreachable_database_is_named_not_a_crash(django_db_blocker):
+    from django.db import connections
+
+    from config.health import database_problems
+
+    broken = {**connections.settings["default"], "HOST": "127.0.0.1", "PORT": "1", "NAME": "x"}
+    if broken["ENGINE"].endswith("sqlite3"):
+        broken["NAME"] = "/nonexistent-dir/unreachable.sqlite3"
+    connections.settings["unreachable"] = broken
+    try:
+        with django_db_blocker.unblock():
+            problems = database_problems("unreachable")
+    finally:
+        connections["unreachable"].close()
+        del connections.settings["unreachable"]
+    assert len(problems) == 1 and problems[0].startswith("database unreachable: ")
