@@ -322,6 +322,90 @@ def _debit_usage_sql(
     return Decimal(row[0])
 
 
+# Several companies' debits in one statement: the balance rows are locked in
+# company-id order first (ORDER BY ... FOR UPDATE locks as it sorts), then moved by
+# each company's total; every entry's balance_after runs per company in the order
+# given, from the balance RETURNING gives (the value after any concurrent writer).
+_MANY_USAGE_DEBITS_SQL = f"""
+WITH d AS (
+    SELECT * FROM unnest(%(company_ids)s::uuid[], %(usage_ids)s::uuid[],
+                         %(costs)s::numeric[], %(reasons)s::text[])
+           WITH ORDINALITY AS d(company_id, usage_id, cost, reason, n)
+), totals AS (
+    SELECT company_id, SUM(cost) AS total FROM d GROUP BY company_id
+), locked AS (
+    SELECT company_id FROM {CreditBalance._meta.db_table}
+     WHERE company_id = ANY(%(companies)s::uuid[])
+  ORDER BY company_id FOR UPDATE
+), moved AS (
+    UPDATE {CreditBalance._meta.db_table} AS b
+       SET balance = b.balance - t.total, updated_at = %(now)s
+      FROM locked l JOIN totals t ON t.company_id = l.company_id
+     WHERE b.company_id = l.company_id
+ RETURNING b.company_id, b.balance
+), entries AS (
+    INSERT INTO {LedgerEntry._meta.db_table}
+        (company_id, kind, amount, balance_after, reason, idempotency_key, usage_id, metadata, created_at)
+    SELECT d.company_id, %(kind)s, -d.cost,
+           m.balance + t.total - sum(d.cost) OVER (
+               PARTITION BY d.company_id ORDER BY d.n ROWS UNBOUNDED PRECEDING),
+           d.reason, 'usage:' || d.usage_id::text, d.usage_id, '{{}}'::jsonb, %(now)s
+      FROM d JOIN moved m ON m.company_id = d.company_id
+             JOIN totals t ON t.company_id = d.company_id
+  ORDER BY d.n
+)
+SELECT company_id, balance FROM moved
+"""
+
+UsageDebits = dict[uuid.UUID, list[tuple[uuid.UUID, Decimal, str]]]
+
+
+def post_usage_debits_many(*, companies: dict[uuid.UUID, Company], debits: UsageDebits) -> dict:
+    """:func:`post_usage_debits` for several companies at once; balance after, per company.
+
+    On PostgreSQL a constant number of statements whatever the number of
+    companies: one locks the balance rows (company-id order), moves them and
+    inserts the entries; one allocates every company's total to its lots (issued
+    after the locks are held, so it reads the lots the last writer left). Other
+    databases debit company by company, in the same order.
+    """
+    debits = {c: d for c, d in debits.items() if d}
+    order = sorted(debits, key=str)
+    if connection.vendor != "postgresql":
+        return {c: post_usage_debits(company=companies[c], debits=debits[c]) for c in order}
+    now = timezone.now()
+    after = _debit_many_sql(debits, order, now)
+    missing = [c for c in order if c not in after]
+    if missing:  # no balance row yet: create them, then the same statement for those
+        CreditBalance.objects.bulk_create(
+            [CreditBalance(company_id=c) for c in missing], ignore_conflicts=True
+        )
+        after.update(_debit_many_sql(debits, missing, now))
+    totals = {c: sum((cost for _, cost, _ in debits[c]), Decimal(0)) for c in order}
+    lots.consume_many(totals, now=now)
+    return after
+
+
+def _debit_many_sql(debits: UsageDebits, order: list[uuid.UUID], now: datetime) -> dict:
+    rows = [(c, *debit) for c in order for debit in debits[c]]
+    params = {
+        "companies": order,
+        "company_ids": [r[0] for r in rows],
+        "usage_ids": [r[1] for r in rows],
+        "costs": [r[2] for r in rows],
+        "reasons": [r[3] for r in rows],
+        "kind": LedgerEntry.Kind.USAGE.value,
+        "now": now,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_MANY_USAGE_DEBITS_SQL, params)
+        return {_as_company_id(c): Decimal(b) for c, b in cursor.fetchall()}
+
+
+def _as_company_id(value: object) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
 def current_balance(company: Company) -> Decimal:
     row = CreditBalance.objects.filter(company=company).values_list("balance", flat=True).first()
     return row if row is not None else Decimal(0)

@@ -30,6 +30,7 @@ from billing.services import (
     company_not_found,
     current_balance,
     post_usage_debits,
+    post_usage_debits_many,
     resolve_company,
 )
 from usage import rollup
@@ -40,7 +41,7 @@ from usage.models import (
     QuestionGenerationUsage,
     UsageStatus,
 )
-from usage.selectors import month_to_date_spend
+from usage.selectors import month_to_date_spend, month_to_date_spend_by_company
 
 
 class UsageValidationError(BillingError):
@@ -631,7 +632,12 @@ class PriceBook:
 
 def _debit_batch(new: list[_Pending], debit: bool, now: datetime) -> dict[int, Decimal]:
     """Debit each company once (companies in id order: the lock order), and give
-    every event the balance right after its own debit, as one by one would."""
+    every event the balance right after its own debit, as one by one would.
+
+    On PostgreSQL all companies are debited together in a constant number of
+    statements (see post_usage_debits_many) and the alerts read the month-to-date
+    spend of every limited company in one query.
+    """
     by_company: dict[uuid.UUID, list[_Pending]] = {}
     for p in new:
         by_company.setdefault(p.company.pk, []).append(p)
@@ -639,20 +645,55 @@ def _debit_batch(new: list[_Pending], debit: bool, now: datetime) -> dict[int, D
         c for c, ps in by_company.items() if debit and any(p.usage.cost is not None for p in ps)
     }
     start = _current_balances(set(by_company) - debited)
+    if connection.vendor == "postgresql":
+        start.update(_debit_companies(by_company, debited, now))
     balances: dict[int, Decimal] = {}
     for company_id in sorted(by_company, key=str):
         ps = by_company[company_id]
         running = start.get(company_id, Decimal(0))
         if company_id in debited:
-            after = _debit_rows(ps[0].company, [p.usage for p in ps], now)
-            running = after + sum(
-                (p.usage.cost for p in ps if p.usage.cost is not None), Decimal(0)
-            )
+            if connection.vendor != "postgresql":
+                after = _debit_rows(ps[0].company, [p.usage for p in ps], now)
+                running = after + _priced_total([p.usage for p in ps])
         for p in ps:
             if company_id in debited and p.usage.cost is not None:
                 running -= p.usage.cost
             balances[p.index] = running
     return balances
+
+
+def _priced_total(rows: list[QuestionGenerationUsage]) -> Decimal:
+    return sum((r.cost for r in rows if r.cost is not None), Decimal(0))
+
+
+def _debit_companies(
+    by_company: dict[uuid.UUID, list[_Pending]], debited: set, now: datetime
+) -> dict[uuid.UUID, Decimal]:
+    """Every debited company at once; returns each one's balance BEFORE the batch
+    (what the per-event running balances start from), after raising its alerts."""
+    companies = {c: by_company[c][0].company for c in debited}
+    rows = {c: [p.usage for p in by_company[c]] for c in debited}
+    debits = {
+        c: [(r.pk, r.cost, usage_reason(r)) for r in rows[c] if r.cost is not None] for c in debited
+    }
+    after = post_usage_debits_many(companies=companies, debits=debits)
+    totals = {c: _priced_total(rows[c]) for c in debited}
+    limited = [
+        companies[c]
+        for c in sorted(debited, key=str)
+        if companies[c].monthly_spend_limit is not None and totals[c]
+    ]
+    spend = month_to_date_spend_by_company(limited, now)
+    for c in sorted(debited, key=str):
+        if totals[c]:
+            evaluate_alerts(
+                company=companies[c],
+                balance_before=after[c] + totals[c],
+                balance_after=after[c],
+                month_to_date_spend=spend.get(c),
+                now=now,
+            )
+    return {c: after[c] + totals[c] for c in debited}
 
 
 def _current_balances(company_ids: set) -> dict:
