@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.models.signals import post_migrate
 from django.utils import timezone
 
+from billing.dbutil import is_postgres  # noqa: F401 - tests import it from here
 from billing.models import Company, LedgerEntry, ModelPrice
 from billing.services import post_entry
 from usage.services import UsageEvent, record_usage, save_job
@@ -151,7 +152,3 @@ def staff_client(client, django_user_model):
     user = django_user_model.objects.create_superuser("staff", "staff@example.com", "pw-staff-123")
     client.force_login(user)
     return client
-
-
-def is_postgres() -> bool:
-    return connection.vendor == "postgresql"
