@@ -55,6 +55,25 @@ def log(message: str) -> None:
     print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
+def ensure_database(settings_dict: dict) -> None:
+    """Create the benchmark database on a new machine instead of failing to connect."""
+    import psycopg
+    from psycopg import sql
+
+    params = {
+        "host": settings_dict["HOST"] or None,
+        "port": settings_dict["PORT"] or None,
+        "user": settings_dict["USER"] or None,
+        "password": settings_dict["PASSWORD"] or None,
+    }
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
+        name = settings_dict["NAME"]
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            return
+        log(f"creating database {name}")
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
 def prepare_dataset(size: str, reuse: bool) -> dict:
     """Migrate, then build unless --reuse finds the same dataset; returns the marker."""
     from django.core.management import call_command
@@ -67,6 +86,7 @@ def prepare_dataset(size: str, reuse: bool) -> dict:
         raise SystemExit(
             f"Refusing to build a benchmark dataset in {name!r}: use a *bench* database."
         )
+    ensure_database(connection.settings_dict)
     log(f"migrate ({name})")
     call_command("migrate", interactive=False, verbosity=0)
     # DEBUG is off as in production, so pages need the collected static manifest.
