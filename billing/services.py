@@ -23,7 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing import lots
-from billing.dbutil import insert_rows, param
+from billing.dbutil import insert_rows, json_rows, param, recordset
 from billing.models import (
     APIKey,
     AuditEvent,
@@ -328,9 +328,18 @@ def _debit_usage_sql(
 # given, from the balance RETURNING gives (the value after any concurrent writer).
 _MANY_USAGE_DEBITS_SQL = f"""
 WITH d AS (
-    SELECT * FROM unnest(%(company_ids)s::uuid[], %(usage_ids)s::uuid[],
-                         %(costs)s::numeric[], %(reasons)s::text[])
-           WITH ORDINALITY AS d(company_id, usage_id, cost, reason, n)
+    SELECT * FROM {
+    recordset(
+        "%(rows)s",
+        [
+            ("company_id", "uuid"),
+            ("usage_id", "uuid"),
+            ("cost", "numeric"),
+            ("reason", "text"),
+            ("n", "int"),
+        ],
+    )
+}
 ), totals AS (
     SELECT company_id, SUM(cost) AS total FROM d GROUP BY company_id
 ), locked AS (
@@ -390,10 +399,7 @@ def _debit_many_sql(debits: UsageDebits, order: list[uuid.UUID], now: datetime) 
     rows = [(c, *debit) for c in order for debit in debits[c]]
     params = {
         "companies": order,
-        "company_ids": [r[0] for r in rows],
-        "usage_ids": [r[1] for r in rows],
-        "costs": [r[2] for r in rows],
-        "reasons": [r[3] for r in rows],
+        "rows": json_rows([(*row, n) for n, row in enumerate(rows)]),
         "kind": LedgerEntry.Kind.USAGE.value,
         "now": now,
     }

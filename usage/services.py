@@ -21,7 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.alerts import evaluate_alerts
-from billing.dbutil import insert_rows, param, unnest_insert
+from billing.dbutil import insert_rows, param, recordset_insert
 from billing.models import Company, CreditBalance, LedgerEntry, ModelPrice
 from billing.money import AmountError, price_cost, quantize_amount
 from billing.services import (
@@ -400,30 +400,41 @@ def build_usage(
         cost, source = price_with(price, event), CostSource.PRICED
     else:
         cost, source = None, CostSource.UNPRICED
-    return QuestionGenerationUsage(
-        id=uuid.uuid4(),
-        company=company,
-        job=job,
-        draft_job_id=draft_id,
-        status=UsageStatus.LINKED if job else UsageStatus.DRAFT,
-        reconciled_at=now if job is not None and draft_id else None,
-        model=event.model,
-        prompt_tokens=event.prompt_tokens,
-        cached_prompt_tokens=event.cached_prompt_tokens,
-        completion_tokens=event.completion_tokens,
-        question_count=event.question_count,
-        cost=cost,
-        cost_source=source,
-        price=price,
-        idempotency_key=event.idempotency_key,
-        request_fingerprint=fp,
-        occurred_at=occurred_at,
-        occurred_on=local_day(company, occurred_at),
-        recorded_at=now,
-        metadata=event.metadata or {},
-        processing_time_ms=event.processing_time_ms,
-        prepaid=prepaid,
-    )
+    values = {
+        "id": uuid.uuid4(),
+        "company_id": company.pk,
+        "job_id": job.pk if job is not None else None,
+        "draft_job_id": draft_id,
+        "status": UsageStatus.LINKED if job else UsageStatus.DRAFT,
+        "reconciled_at": now if job is not None and draft_id else None,
+        "abandoned_at": None,
+        "model": event.model,
+        "prompt_tokens": event.prompt_tokens,
+        "cached_prompt_tokens": event.cached_prompt_tokens,
+        "completion_tokens": event.completion_tokens,
+        "question_count": event.question_count,
+        "cost": cost,
+        "cost_source": source,
+        "price_id": price.pk if price is not None else None,
+        "idempotency_key": event.idempotency_key,
+        "request_fingerprint": fp,
+        "occurred_at": occurred_at,
+        "occurred_on": local_day(company, occurred_at),
+        "recorded_at": now,
+        "metadata": event.metadata or {},
+        "processing_time_ms": event.processing_time_ms,
+        "prepaid": prepaid,
+    }
+    # Positional arguments in field order are Django's fast path (the one from_db
+    # takes): a third of the keyword path's cost, which a 1,000-event batch felt.
+    usage = QuestionGenerationUsage(*[values[name] for name in _USAGE_ATTNAMES])
+    for relation, obj in (("company", company), ("job", job), ("price", price)):
+        if obj is not None:
+            QuestionGenerationUsage._meta.get_field(relation).set_cached_value(usage, obj)
+    return usage
+
+
+_USAGE_ATTNAMES = [f.attname for f in QuestionGenerationUsage._meta.concrete_fields]
 
 
 def price_with(price: ModelPrice, event: UsageEvent) -> Decimal:
@@ -457,13 +468,13 @@ def insert_usage_rows(
     if not rows:
         return set()
     if roll_up and connection.vendor == "postgresql":
-        insert, arrays = unnest_insert(QuestionGenerationUsage, rows)
+        insert, params = recordset_insert(QuestionGenerationUsage, rows)
         sql = (
             f"WITH inserted AS ({insert} {_ON_KEY_CONFLICT} RETURNING {_ROLLED_UP}),"
             f" buckets AS ({rollup.FROM_INSERTED}) SELECT id FROM inserted"
         )
         with connection.cursor() as cursor:
-            cursor.execute(sql, arrays)
+            cursor.execute(sql, params)
             returned = cursor.fetchall()
         return {_as_uuid(str(row[0])) for row in returned}
     returned = insert_rows(QuestionGenerationUsage, rows, suffix=f"{_ON_KEY_CONFLICT} RETURNING id")
