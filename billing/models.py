@@ -210,7 +210,11 @@ class LedgerEntry(models.Model):
         USAGE_CORRECTION = "usage_correction", "Usage re-pricing correction"
 
     id = models.BigAutoField(primary_key=True)
-    company = models.ForeignKey(Company, on_delete=models.PROTECT, related_name="ledger_entries")
+    # No index of its own: ledger_company_id_desc, ledger_company_kind_id and the
+    # idempotency key all lead with company_id, and every usage debit writes each index.
+    company = models.ForeignKey(
+        Company, on_delete=models.PROTECT, related_name="ledger_entries", db_index=False
+    )
     kind = models.CharField(max_length=24, choices=Kind.choices)
     amount = AmountField(help_text="Signed: positive adds credit, negative consumes it.")
     balance_after = AmountField()

@@ -13,6 +13,7 @@ import uuid
 from django.db import models
 from django.db.models import F, Q
 
+from billing.ids import uuid7
 from billing.models import AmountField, Company, ModelPrice
 
 INT32_MAX = 2_147_483_647
@@ -73,7 +74,9 @@ class CostSource(models.TextChoices):
 class QuestionGenerationUsage(models.Model):
     """One LLM generation of interview or exam questions. Recorded exactly once."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Time-ordered (billing.ids): inserts append to the key's index instead of
+    # landing on a random page of it.
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     # No index of its own: usage_company_occurred and usage_unique_idempotency_key
     # both lead with company_id (every index is written by each non-HOT update).
     company = models.ForeignKey(

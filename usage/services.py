@@ -21,7 +21,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.alerts import evaluate_alerts
-from billing.dbutil import insert_rows, param, recordset_insert
+from billing.dbutil import insert_rows, is_postgres, json_rows, param, recordset, recordset_insert
+from billing.ids import uuid7
 from billing.models import Company, CreditBalance, LedgerEntry, ModelPrice
 from billing.money import AmountError, price_cost, quantize_amount
 from billing.services import (
@@ -222,11 +223,30 @@ def _as_uuid(value: str | None) -> uuid.UUID | None:
         return None
 
 
-def _job_candidates(company_ids: set, job_uuids: set, draft_ids: set) -> list[Job]:
-    """Every saved job any of these events may belong to, in one query."""
-    condition = Q(pk__in=job_uuids) if job_uuids else Q(pk__in=[])
-    if draft_ids:
-        condition |= Q(company_id__in=company_ids, draft_id__in=draft_ids)
+_JOB_CANDIDATES_SQL = f"""
+SELECT j.id, j.company_id, j.draft_id FROM {Job._meta.db_table} j WHERE j.id = ANY(%s::uuid[])
+UNION
+SELECT j.id, j.company_id, j.draft_id
+  FROM {recordset("%s", [("company_id", "uuid"), ("draft_id", "text")])}
+  JOIN {Job._meta.db_table} j ON j.company_id = rows.company_id AND j.draft_id = rows.draft_id
+"""
+
+
+def _job_candidates(job_uuids: set, drafts: set[tuple[uuid.UUID, str]]) -> list[Job]:
+    """Every saved job any of these events may belong to, in one query: by job id,
+    and by exact (company, draft id) pair.
+
+    On PostgreSQL the pairs are joined to the unique (company, draft id) index.
+    An `id IN (...) OR (company_id IN (...) AND draft_id IN (...))` filter, the
+    portable spelling, made the planner scan and sort every job (44 ms a
+    1,000-event batch at 500,000 jobs).
+    """
+    if is_postgres():
+        params = [list(job_uuids), json_rows(sorted(drafts, key=str))]
+        return list(Job.objects.raw(_JOB_CANDIDATES_SQL, params))
+    condition = Q(pk__in=job_uuids)
+    if drafts:
+        condition |= Q(company_id__in={c for c, _ in drafts}, draft_id__in={d for _, d in drafts})
     return list(Job.objects.filter(condition).only("id", "company_id", "draft_id"))
 
 
@@ -298,9 +318,8 @@ def _draft_lock_key(company_id: uuid.UUID, draft: str) -> int:
 def find_job_for(company: Company, *, job_id: str | None, draft_job_id: str | None) -> Job | None:
     """The saved job an event belongs to (one query). Raises CrossTenantJob."""
     job_uuid = _as_uuid(job_id)
-    jobs = _job_candidates(
-        {company.pk}, {job_uuid} if job_uuid else set(), _drafts_of(job_id, draft_job_id)
-    )
+    drafts = {(company.pk, d) for d in _drafts_of(job_id, draft_job_id)}
+    jobs = _job_candidates({job_uuid} if job_uuid else set(), drafts)
     return JobIndex(jobs).job_for(company, job_id=job_id, draft_job_id=draft_job_id)
 
 
@@ -401,7 +420,7 @@ def build_usage(
     else:
         cost, source = None, CostSource.UNPRICED
     values = {
-        "id": uuid.uuid4(),
+        "id": uuid7(),
         "company_id": company.pk,
         "job_id": job.pk if job is not None else None,
         "draft_job_id": draft_id,
@@ -605,8 +624,10 @@ def _split_repeats(
 
 def _build_rows(pending: list[_Pending], outcomes: list, now: datetime, *, prepaid: bool) -> None:
     job_uuids = {u for p in pending if (u := _as_uuid(p.event.job_id)) is not None}
-    drafts = set().union(*(_drafts_of(p.event.job_id, p.event.draft_job_id) for p in pending))
-    jobs = JobIndex(_job_candidates({p.company.pk for p in pending}, job_uuids, drafts))
+    drafts = {
+        (p.company.pk, d) for p in pending for d in _drafts_of(p.event.job_id, p.event.draft_job_id)
+    }
+    jobs = JobIndex(_job_candidates(job_uuids, drafts))
     prices = PriceBook({p.event.model for p in pending if p.reported_cost is None})
     for p in pending:
         event = p.event

@@ -1,0 +1,26 @@
+# New usage ids are time-ordered (billing.ids.uuid7). The default lives in
+# Python, so the database has nothing to change: state only (SQLite would
+# otherwise rebuild the whole table for it).
+
+import billing.ids
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("usage", "0004_drop_redundant_fk_indexes"),
+    ]
+
+    operations = [
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AlterField(
+                    model_name="questiongenerationusage",
+                    name="id",
+                    field=models.UUIDField(
+                        default=billing.ids.uuid7, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+            ],
+        ),
+    ]
