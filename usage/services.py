@@ -299,7 +299,9 @@ def lock_drafts(drafts: list[tuple[uuid.UUID, str]]) -> None:
 
     Without it a usage that looked its job up just before the job was saved, and
     committed just after the save linked the drafts, stayed a draft although its
-    job existed. Transaction-scoped advisory locks on PostgreSQL, taken in one
+    job existed. Taken only for usage about to be kept as a draft (usage whose
+    job is saved is linked to it and races nothing), followed by a second look-up
+    of the job. Transaction-scoped advisory locks on PostgreSQL, taken in one
     sorted order before any row lock (so they add no deadlock); SQLite has one
     writer at a time anyway.
     """
@@ -355,8 +357,10 @@ def record_usage(
     occurred_at = event.occurred_at or now
     price = None if reported_cost is not None else price_in_effect(event.model, occurred_at)
     with transaction.atomic():
-        lock_drafts([(company.pk, draft) for draft in _event_drafts(event)])
         job = find_job_for(company, job_id=event.job_id, draft_job_id=event.draft_job_id)
+        if job is None:  # to be kept as a draft: serialise with saving its job, look again
+            lock_drafts([(company.pk, draft) for draft in _event_drafts(event)])
+            job = find_job_for(company, job_id=event.job_id, draft_job_id=event.draft_job_id)
         usage = build_usage(event, company, job, reported_cost, price, fp, now, prepaid=not debit)
         inserted = insert_usage_rows([usage], roll_up=True)
         if inserted:
@@ -559,7 +563,6 @@ def record_usage_batch(
     pending = _validated(events, companies, outcomes, now)
     firsts, repeats = _split_repeats(pending)
     with transaction.atomic():
-        lock_drafts([(p.company.pk, d) for p in firsts for d in _event_drafts(p.event)])
         _build_rows(firsts, outcomes, now, prepaid=not debit)
         building = [p for p in firsts if p.usage is not None]
         inserted = insert_usage_rows([p.usage for p in building], roll_up=True)
@@ -622,12 +625,44 @@ def _split_repeats(
     return list(first_by_key.values()), repeats
 
 
-def _build_rows(pending: list[_Pending], outcomes: list, now: datetime, *, prepaid: bool) -> None:
+def _jobs_of(pending: list[_Pending]) -> JobIndex:
+    """The saved jobs of a batch's events, draft locks taken only where they matter.
+
+    An event whose job is already saved is linked to it: nothing can race it.
+    Only events left without a job (kept as drafts) can race the save of their
+    job, so only they take their draft locks (:func:`lock_drafts`), and their
+    jobs are looked up again under the locks. Locking every event's keys made
+    concurrent batches naming the same jobs wait for each other's commit.
+    """
+    found = _job_candidates(*_job_keys(pending))
+    jobs = JobIndex(found)
+    drafts = [p for p in pending if _left_as_draft(jobs, p)]
+    if not drafts:
+        return jobs
+    lock_drafts([(p.company.pk, d) for p in drafts for d in _event_drafts(p.event)])
+    return JobIndex(found + _job_candidates(*_job_keys(drafts)))
+
+
+def _job_keys(pending: list[_Pending]) -> tuple[set, set]:
     job_uuids = {u for p in pending if (u := _as_uuid(p.event.job_id)) is not None}
     drafts = {
         (p.company.pk, d) for p in pending for d in _drafts_of(p.event.job_id, p.event.draft_job_id)
     }
-    jobs = JobIndex(_job_candidates(job_uuids, drafts))
+    return job_uuids, drafts
+
+
+def _left_as_draft(jobs: JobIndex, p: _Pending) -> bool:
+    try:
+        return (
+            jobs.job_for(p.company, job_id=p.event.job_id, draft_job_id=p.event.draft_job_id)
+            is None
+        )
+    except BillingError:  # refused (another company's job): recorded as nothing
+        return False
+
+
+def _build_rows(pending: list[_Pending], outcomes: list, now: datetime, *, prepaid: bool) -> None:
+    jobs = _jobs_of(pending)
     prices = PriceBook({p.event.model for p in pending if p.reported_cost is None})
     for p in pending:
         event = p.event
