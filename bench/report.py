@@ -15,7 +15,7 @@ from bench.measure import Result
 PG_SETTINGS = [
     "shared_buffers", "work_mem", "maintenance_work_mem", "effective_cache_size",
     "synchronous_commit", "fsync", "max_connections", "max_parallel_workers_per_gather",
-    "random_page_cost", "jit",
+    "random_page_cost", "jit", "max_wal_size", "checkpoint_timeout", "wal_compression",
 ]  # fmt: skip
 HISTORY = "## History"
 PREAMBLE = """# Benchmarks

@@ -6,8 +6,8 @@ from usage.reconcile import BATCH_TARGET_SECONDS, MIN_BATCH_SIZE, next_batch_siz
 
 
 def test_a_slow_batch_shrinks_the_next_to_the_target_time():
-    # 2,000 rows in 0.4 s: 5,000 rows/s, so ~100 ms is 500 rows.
-    assert next_batch_size(2000, 0.4, 5000) == int(2000 * BATCH_TARGET_SECONDS / 0.4) == 500
+    # 2,000 rows in 0.4 s: 5,000 rows/s, so ~50 ms is 250 rows.
+    assert next_batch_size(2000, 0.4, 5000) == int(2000 * BATCH_TARGET_SECONDS / 0.4) == 250
 
 
 def test_a_fast_batch_grows_at_most_double_and_never_past_the_largest():
