@@ -10,6 +10,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from itertools import islice
 
+from django.db import connection
 from django.db.models import (
     Case,
     Count,
@@ -28,6 +29,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from billing.dbutil import is_postgres, json_rows, recordset
 from billing.models import AmountField, Company, LedgerEntry
 from usage.models import CostSource, Job, QuestionGenerationUsage, UsageDailyRollup, UsageStatus
 
@@ -63,17 +65,42 @@ def month_to_date_spend_by_company(companies: list[Company], now: datetime | Non
     """
     if not companies:
         return {}
-    window = Q()
+    windows = {}
     for company in companies:
         today = timezone.localtime(now or timezone.now(), company.tz).date()
-        window |= Q(company_id=company.pk, day__gte=today.replace(day=1), day__lte=today)
-    totals = dict(
-        UsageDailyRollup.objects.filter(window)
-        .values("company_id")
-        .annotate(total=Sum("cost"))
-        .values_list("company_id", "total")
-    )
+        windows[company.pk] = (today.replace(day=1), today)
+    if is_postgres():
+        totals = _month_spend_sql(windows)
+    else:
+        window = Q()
+        for company_id, (first, last) in windows.items():
+            window |= Q(company_id=company_id, day__gte=first, day__lte=last)
+        totals = dict(
+            UsageDailyRollup.objects.filter(window)
+            .values("company_id")
+            .annotate(total=Sum("cost"))
+            .values_list("company_id", "total")
+        )
     return {company.pk: totals.get(company.pk) or Decimal(0) for company in companies}
+
+
+def _month_spend_sql(windows: dict) -> dict:
+    """PostgreSQL: each company's window joined to the rollup's (company, day) index.
+
+    One OR branch per company made a BitmapOr of as many index scans plus a
+    recheck of every bucket: 13-15 ms for the ~60 limited companies of a
+    1,000-event batch, inside the batch's locks (the alerts read it there).
+    """
+    rows = json_rows([(c, first, last) for c, (first, last) in windows.items()])
+    table = UsageDailyRollup._meta.db_table
+    window = recordset("%s", [("company_id", "uuid"), ("first_day", "date"), ("last_day", "date")])
+    sql = f"""SELECT rows.company_id, SUM(r.cost) FROM {window}
+                JOIN {table} r ON r.company_id = rows.company_id
+                 AND r.day BETWEEN rows.first_day AND rows.last_day
+               GROUP BY rows.company_id"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [rows])
+        return dict(cursor.fetchall())
 
 
 # --- The billing page's reports ------------------------------------------------
