@@ -9,6 +9,7 @@ and behind a TLS proxy in production. The README lists every variable.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import environ
@@ -166,6 +167,10 @@ CACHES = {
 DRAFT_ABANDON_AFTER_DAYS = env.int("DRAFT_ABANDON_AFTER_DAYS", default=30)
 # An event may claim to have happened at most this far in the future.
 USAGE_MAX_FUTURE_SKEW_SECONDS = env.int("USAGE_MAX_FUTURE_SKEW_SECONDS", default=300)
+# The largest cost a caller may report for one generation, in the company's
+# currency. Far above any LLM call; it keeps an absurd (or mistyped) figure from
+# being billed, and the column sums (NUMERIC(28,12)) far from their limit.
+USAGE_MAX_EVENT_COST = Decimal(env.str("USAGE_MAX_EVENT_COST", default="100000"))
 # Largest request body the API accepts, and the most events in one batch.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=2 * 1024 * 1024)
 API_MAX_BATCH_EVENTS = env.int("API_MAX_BATCH_EVENTS", default=1000)

@@ -150,6 +150,8 @@ def _check_occurred_and_cost(
         return None
     if cost < 0:
         errors["cost"] = "must not be negative"
+    elif cost > settings.USAGE_MAX_EVENT_COST:
+        errors["cost"] = f"must be at most {settings.USAGE_MAX_EVENT_COST} for one generation"
     return cost
 
 

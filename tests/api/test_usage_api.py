@@ -226,3 +226,28 @@ def test_single_post_query_count(api, company, price, django_assert_max_num_quer
     with django_assert_max_num_queries(12):
         response = api.post("/usage", usage_payload(company))
     assert response.status_code == 201
+
+
+def test_a_reported_cost_above_the_per_generation_ceiling_is_refused_naming_cost(
+    api, company, price, settings
+):
+    # Before the ceiling such figures were billed as reported, and two near the
+    # column's limit overflowed the NUMERIC(28,12) sums: a 500 on later reports.
+    settings.USAGE_MAX_EVENT_COST = Decimal("100000")
+    at_limit = api.post("/usage", usage_payload(company, cost="100000", idempotency_key="a"))
+    assert at_limit.status_code == 201, at_limit.content
+
+    response = api.post(
+        "/usage", usage_payload(company, cost="1000000000000000", idempotency_key="b")
+    )
+    error = assert_error(response, 422, "validation_error")
+    assert error["fields"] == {"cost": "must be at most 100000 for one generation"}
+
+    batch = api.post(
+        "/usage/batch",
+        {"events": [usage_payload(company, cost="100000.000000000001", idempotency_key="c")]},
+    )
+    assert batch.json()["results"][0]["error"]["fields"] == {
+        "cost": "must be at most 100000 for one generation"
+    }
+    assert QuestionGenerationUsage.objects.filter(company=company).count() == 1
