@@ -256,8 +256,64 @@ def _shadow_companies(count: int) -> None:
         )
 
 
-def pgbench_tps(*, companies: int, seconds: int) -> tuple[float | None, str]:
-    """Transactions per second of the same SQL transaction, CLIENTS clients."""
+# The batch endpoint's work for 1,000 events as plain SQL, one pgbench transaction
+# each: rows with time-ordered ids (as ours) for random shadow companies, linked
+# to their saved job; the rollup buckets and then the balance rows locked in key
+# order (as ours, so concurrent clients queue instead of deadlocking); one ledger
+# entry per row with its running balance. Committed, by as many clients as the
+# scenario's. What it leaves out of our work: the idempotency answers, the lot
+# allocation and the limit alerts.
+PGBENCH_BATCH_SCRIPT = f"""\\set seed random(1, 1000000000)
+BEGIN;
+CREATE TEMP TABLE bench_batch ON COMMIT DROP AS
+SELECT (lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0')
+        || substr(md5(:seed::text || '-' || n || random()::text), 1, 20))::uuid AS id,
+       k, md5('bench-pgb:' || k)::uuid AS company_id, 1000 + n % 3000 AS pt,
+       500 + n % 2000 AS ct, now() AS at
+  FROM (SELECT n, 1 + floor(random() * :companies)::int AS k
+          FROM generate_series(1, 1000) n) s;
+INSERT INTO {USAGE} (id, company_id, job_id, draft_job_id, status, model, prompt_tokens,
+    cached_prompt_tokens, completion_tokens, question_count, cost, cost_source, price_id,
+    idempotency_key, request_fingerprint, occurred_at, occurred_on, recorded_at, metadata)
+SELECT id, company_id, md5('bench-pgb-job:' || k)::uuid, NULL, 'linked', 'gpt-4o', pt, 200, ct,
+       5, ((pt - 200) * 2.0 + 200 * 1.0 + ct * 8.0) * 0.000001, 'priced', :price,
+       'pgb-' || id, '', at, at::date, at, '{{}}' FROM bench_batch ORDER BY company_id;
+INSERT INTO {ROLLUP} (company_id, day, model, status, generations, questions, prompt_tokens,
+    cached_prompt_tokens, completion_tokens, cost, unpriced)
+SELECT company_id, at::date, 'gpt-4o', 'linked', count(*), 5 * count(*), sum(pt), 200 * count(*),
+       sum(ct), sum(((pt - 200) * 2.0 + 200 * 1.0 + ct * 8.0) * 0.000001), 0
+  FROM bench_batch GROUP BY company_id, at::date ORDER BY company_id
+ON CONFLICT (company_id, day, model, status) DO UPDATE SET
+    generations = {ROLLUP}.generations + excluded.generations,
+    questions = {ROLLUP}.questions + excluded.questions,
+    prompt_tokens = {ROLLUP}.prompt_tokens + excluded.prompt_tokens,
+    cached_prompt_tokens = {ROLLUP}.cached_prompt_tokens + excluded.cached_prompt_tokens,
+    completion_tokens = {ROLLUP}.completion_tokens + excluded.completion_tokens,
+    cost = {ROLLUP}.cost + excluded.cost;
+SELECT count(*) FROM (SELECT 1 FROM billing_creditbalance
+ WHERE company_id IN (SELECT company_id FROM bench_batch) ORDER BY company_id FOR UPDATE) l;
+UPDATE billing_creditbalance b SET balance = b.balance - s.total, updated_at = now()
+  FROM (SELECT company_id, sum(((pt - 200) * 2.0 + 200 * 1.0 + ct * 8.0) * 0.000001) AS total
+          FROM bench_batch GROUP BY company_id) s
+ WHERE b.company_id = s.company_id;
+INSERT INTO {LEDGER} (company_id, kind, amount, balance_after, reason, idempotency_key, usage_id,
+    metadata, created_at)
+SELECT x.company_id, 'usage', -x.cost,
+       cb.balance + sum(x.cost) OVER (PARTITION BY x.company_id)
+                  - sum(x.cost) OVER (PARTITION BY x.company_id ORDER BY x.id),
+       'pgbench', 'usage:' || x.id, x.id, '{{}}', now()
+  FROM (SELECT id, company_id, ((pt - 200) * 2.0 + 200 * 1.0 + ct * 8.0) * 0.000001 AS cost
+          FROM bench_batch) x
+  JOIN billing_creditbalance cb ON cb.company_id = x.company_id;
+END;
+"""
+
+
+def pgbench_tps(
+    *, companies: int, seconds: int, script: str = PGBENCH_SCRIPT, clients: int = CLIENTS
+) -> tuple[float | None, str]:
+    """Transactions per second of `script` (default: the single event's SQL
+    transaction) run by `clients` pgbench clients against shadow companies."""
     binary = shutil.which("pgbench")
     if binary is None:
         return None, "pgbench not installed (Debian: postgresql-contrib)"
@@ -269,18 +325,18 @@ def pgbench_tps(*, companies: int, seconds: int) -> tuple[float | None, str]:
         )
         price = cursor.fetchone()[0]
     settings = connection.settings_dict
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-        script.write(PGBENCH_SCRIPT)
-    args = [binary, "-n", "-c", str(CLIENTS), "-j", str(min(CLIENTS, os.cpu_count() or 1)),
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script_file:
+        script_file.write(script)
+    args = [binary, "-n", "-c", str(clients), "-j", str(min(clients, os.cpu_count() or 1)),
             "-T", str(seconds), "-D", f"companies={companies}", "-D", f"price={price}",
-            "-f", script.name, "-h", settings["HOST"] or "127.0.0.1",
+            "-f", script_file.name, "-h", settings["HOST"] or "127.0.0.1",
             "-p", str(settings["PORT"] or 5432), "-U", settings["USER"] or "postgres", settings["NAME"]]  # fmt: skip
     env = {**os.environ, "PGPASSWORD": settings.get("PASSWORD") or ""}
     try:
         proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=seconds + 120)
     finally:
         delete_companies("external_id LIKE 'bench-pgb-%%'")
-        os.unlink(script.name)
+        os.unlink(script_file.name)
     match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", proc.stdout)
     latency = re.search(r"latency average = ([\d.]+) ms", proc.stdout)
     if not match:
@@ -373,7 +429,7 @@ def api_batch(ctx: Context) -> Result:
 
     requests = 40 if ctx.rows >= 1_000_000 else 4
     clients = min(4, CLIENTS)
-    result = Result("api_batch", title, target, unit="events/s", lower_bound_label="set-based SQL, 1 client")  # fmt: skip
+    result = Result("api_batch", title, target, unit="events/s", lower_bound_label=f"pgbench, same SQL, {clients} clients")  # fmt: skip
     with gunicorn(ctx) as port:
         Load(port, path, platform_secret, body, 1).run(seconds=60, max_requests=1)
         load = Load(port, path, platform_secret, body, clients, inspect=_failed_in_batch)
@@ -387,7 +443,18 @@ def api_batch(ctx: Context) -> Result:
         + (f"; first error {load.sample_error}" if load.sample_error else "")
     )
     result.median, result.p95, result.p99 = rate, None, None
-    result.lower_bound = size / batch_lower_bound_seconds(companies, size)
+    tps, note = pgbench_tps(
+        companies=len(companies),
+        seconds=_load_seconds(ctx),
+        script=PGBENCH_BATCH_SCRIPT,
+        clients=clients,
+    )
+    single = size / batch_lower_bound_seconds(companies, size)
+    result.notes.append(
+        f"lower bound: pgbench running the batch's SQL ({note}); the same SQL by 1 client, "
+        f"rolled back instead of committed: {single:,.0f} events/s"
+    )
+    result.lower_bound = tps * size if tps else single
     result.met = (
         rate >= 10_000 and load.ok == len(load.latencies) and load.ok > 0 and not load.failed_events
     )
