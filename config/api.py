@@ -13,8 +13,9 @@ import json
 import logging
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults as django_defaults
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
@@ -170,3 +171,20 @@ def unknown_endpoint(request: HttpRequest, rest: str = "") -> JsonResponse:
         "error": {"code": "not_found", "message": f"No endpoint at {request.path}.", "fields": {}}
     }
     return JsonResponse(body, status=404)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 400 (handler400): a Host not in ALLOWED_HOSTS, a malformed request.
+
+    Under /api/ it answers in the API's error shape, as every other API error
+    does; elsewhere Django's own page.
+    """
+    if not request.path.startswith("/api/"):
+        return django_defaults.bad_request(request, exception)
+    if isinstance(exception, DisallowedHost):
+        message = "The Host header names a host this service does not answer for."
+        fields = {"Host": "not an allowed host"}
+    else:
+        message, fields = "The request is malformed and was refused.", {}
+    body = {"error": {"code": "bad_request", "message": message, "fields": fields}}
+    return JsonResponse(body, status=400)

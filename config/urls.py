@@ -13,6 +13,9 @@ admin.site.site_header = "Question generation billing"
 admin.site.site_title = "QG billing admin"
 admin.site.index_title = "Platform administration"
 
+# A 400 under /api/ (e.g. a Host header not in ALLOWED_HOSTS) in the API's shape.
+handler400 = "config.api.bad_request"
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/billing/", permanent=False)),
     path("healthz", healthz, name="healthz"),

@@ -156,3 +156,22 @@ def test_non_finite_json_number_is_400_not_500(price, number):
     unknown = body.replace(str(company.pk), "org_unknown")
     assert_error(api.post("/usage", raw=unknown), 400, "malformed_json")
     assert not QuestionGenerationUsage.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_host_not_allowed_gets_the_api_error_shape_under_api_and_django_page_elsewhere(
+    client, settings
+):
+    # A Host outside ALLOWED_HOSTS used to reach API callers as Django's HTML 400.
+    settings.ALLOWED_HOSTS = ["billing.example.com"]
+    response = client.post(
+        "/api/v1/usage", data="{}", content_type="application/json", HTTP_HOST="evil.example"
+    )
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "bad_request"
+    assert response.json()["error"]["fields"] == {"Host": "not an allowed host"}
+
+    page = client.get("/billing/", HTTP_HOST="evil.example")
+    assert page.status_code == 400
+    assert page["Content-Type"].startswith("text/html")
