@@ -33,7 +33,7 @@ from django.db import connection, transaction
 from bench.cleanup import delete_companies
 from bench.context import ROOT, Context, url_exists
 from bench.dataset import LEDGER, ROLLUP, USAGE
-from bench.measure import Result, fill, not_available, percentile
+from bench.measure import Result, fill, median, not_available, percentile
 
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
 # The shape gunicorn.conf.py gives production: one process per core, 4 threads.
@@ -430,19 +430,32 @@ def api_batch(ctx: Context) -> Result:
     requests = 40 if ctx.rows >= 1_000_000 else 4
     clients = min(4, CLIENTS)
     result = Result("api_batch", title, target, unit="events/s", lower_bound_label=f"pgbench, same SQL, {clients} clients")  # fmt: skip
+    rates, loads = [], []
     with gunicorn(ctx) as port:
         Load(port, path, platform_secret, body, 1).run(seconds=60, max_requests=1)
-        load = Load(port, path, platform_secret, body, clients, inspect=_failed_in_batch)
-        wall = load.run(seconds=120, max_requests=requests)
+        for _ in range(ctx.reps(3)):  # the rate swings +-15 % between runs on a small box
+            load = Load(port, path, platform_secret, body, clients, inspect=_failed_in_batch)
+            wall = load.run(seconds=120, max_requests=requests)
+            rates.append((load.ok * size - load.failed_events) / wall if wall else 0.0)
+            loads.append(load)
+    load = Load(port, path, platform_secret, body, clients)
+    for run in loads:  # one summary of every run's requests
+        load.latencies += run.latencies
+        load.failed_events += run.failed_events
+        load.sample_error = load.sample_error or run.sample_error
+        for status, count in run.statuses.items():
+            load.statuses[status] = load.statuses.get(status, 0) + count
     fill(result, load.latencies)
-    rate = (load.ok * size - load.failed_events) / wall if wall else 0.0
+    rate = median(rates)
     result.notes.append(
-        f"{clients} clients, {load.ok} requests of {size} events ({load.failed_events} failed "
-        f"inside them) in {wall:.1f}s; request latency "
-        f"median {result.median:.0f} ms, p95 {result.p95:.0f} ms; statuses {load.statuses}"
+        f"{clients} clients, {len(rates)} runs of {requests} requests of {size} events "
+        f"({load.failed_events} failed inside them): {', '.join(f'{r:,.0f}' for r in rates)} "
+        f"events/s; request latency median {result.median:.0f} ms, p95 {result.p95:.0f} ms; "
+        f"statuses {load.statuses}"
         + (f"; first error {load.sample_error}" if load.sample_error else "")
     )
-    result.median, result.p95, result.p99 = rate, None, None
+    result.samples = len(rates)
+    result.median, result.p95, result.p99 = rate, min(rates), None
     tps, note = pgbench_tps(
         companies=len(companies),
         seconds=_load_seconds(ctx),
@@ -456,7 +469,10 @@ def api_batch(ctx: Context) -> Result:
     )
     result.lower_bound = tps * size if tps else single
     result.met = (
-        rate >= 10_000 and load.ok == len(load.latencies) and load.ok > 0 and not load.failed_events
+        min(rates) >= 10_000
+        and load.ok == len(load.latencies)
+        and load.ok > 0
+        and not load.failed_events
     )
     return result
 
