@@ -34,6 +34,7 @@ from bench.cleanup import delete_companies
 from bench.context import ROOT, Context, url_exists
 from bench.dataset import LEDGER, ROLLUP, USAGE
 from bench.measure import Result, fill, median, not_available, percentile
+from usage.rollup import ON_CONFLICT_ADD
 
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
 # The shape gunicorn.conf.py gives production: one process per core, 4 threads.
@@ -283,13 +284,7 @@ INSERT INTO {ROLLUP} (company_id, day, model, status, generations, questions, pr
 SELECT company_id, at::date, 'gpt-4o', 'linked', count(*), 5 * count(*), sum(pt), 200 * count(*),
        sum(ct), sum(((pt - 200) * 2.0 + 200 * 1.0 + ct * 8.0) * 0.000001), 0
   FROM bench_batch GROUP BY company_id, at::date ORDER BY company_id
-ON CONFLICT (company_id, day, model, status) DO UPDATE SET
-    generations = {ROLLUP}.generations + excluded.generations,
-    questions = {ROLLUP}.questions + excluded.questions,
-    prompt_tokens = {ROLLUP}.prompt_tokens + excluded.prompt_tokens,
-    cached_prompt_tokens = {ROLLUP}.cached_prompt_tokens + excluded.cached_prompt_tokens,
-    completion_tokens = {ROLLUP}.completion_tokens + excluded.completion_tokens,
-    cost = {ROLLUP}.cost + excluded.cost;
+{ON_CONFLICT_ADD.strip()};
 SELECT count(*) FROM (SELECT 1 FROM billing_creditbalance
  WHERE company_id IN (SELECT company_id FROM bench_batch) ORDER BY company_id FOR UPDATE) l;
 UPDATE billing_creditbalance b SET balance = b.balance - s.total, updated_at = now()
