@@ -66,6 +66,7 @@ def diagnose(using: str = DEFAULT_DB_ALIAS) -> list[Finding]:
         for model in _schema_models():
             structural.extend(_check_model(connection, cursor, model, tables, columns))
         structural.extend(_check_guards(connection, cursor, tables))
+        structural.extend(_check_storage(connection, cursor, tables))
     pending_apps = {app for app, _ in pending}
     findings = [_explain_pending_fake(f, structural) for f in findings]
     findings.extend(_mention_pending(f, pending_apps) for f in structural)
@@ -274,8 +275,16 @@ def _missing_table(connection, model) -> Finding:
         problem=f"Table {table} (model {model._meta.label}) does not exist.",
         impact=f"Every query on {model._meta.label} fails with 'relation does not exist'.",
         fix=f"Run `python manage.py migrate {model._meta.app_label}`, or the SQL below.",
-        sql=_editor_sql(connection, lambda e: e.create_model(model)),
+        sql=_editor_sql(connection, lambda e: e.create_model(model))
+        + [f.sql[0] for f in _storage_findings_of(connection, table)],
     )
+
+
+def _storage_findings_of(connection, table: str) -> list[Finding]:
+    """The storage parameters a table created from scratch still needs."""
+    if connection.vendor != "postgresql":
+        return []
+    return [_storage_finding(p, None) for p in PG_STORAGE if p.table == table]
 
 
 def _check_column(connection, model, f: Field, live: LiveColumn | None) -> list[Finding]:
@@ -663,3 +672,62 @@ def _guard_finding(connection, guard: Guard) -> Finding:
 
 def _dedent(sql: str) -> str:
     return "\n".join(line.strip() for line in sql.strip().splitlines())
+
+
+# --- Storage parameters (usage migration 0006) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class StorageParameter:
+    table: str
+    name: str
+    value: str
+    impact: str
+
+
+PG_STORAGE = [
+    StorageParameter(
+        "usage_daily_rollup",
+        "fillfactor",
+        "80",
+        "Rollup buckets are no longer updated in place (HOT): every recorded event and every "
+        "reconcile move writes a new entry into each of the rollup's indexes, which bloat, and "
+        "ingestion and reconciliation slow down.",
+    ),
+]
+
+
+def _check_storage(connection, cursor, tables: set[str]) -> list[Finding]:
+    """Storage parameters a migration set (a table recreated by hand loses them)."""
+    if connection.vendor != "postgresql":
+        return []
+    wanted = [p for p in PG_STORAGE if p.table in tables]
+    if not wanted:
+        return []
+    cursor.execute(
+        "SELECT relname, reloptions FROM pg_class WHERE relkind = 'r' AND relname = ANY(%s)",
+        [[p.table for p in wanted]],
+    )
+    live = {name: dict(o.split("=", 1) for o in options or []) for name, options in cursor}
+    return [
+        _storage_finding(p, live.get(p.table, {}).get(p.name))
+        for p in wanted
+        if live.get(p.table, {}).get(p.name) != p.value
+    ]
+
+
+def _storage_finding(parameter: StorageParameter, actual: str | None) -> Finding:
+    setting = f"{parameter.name} = {parameter.value}"
+    return Finding(
+        code="wrong_storage_parameter",
+        severity=WARNING,
+        table=parameter.table,
+        name=parameter.name,
+        problem=f"{parameter.table} has {parameter.name} "
+        f"{actual if actual is not None else 'at its default'}, not {parameter.value} "
+        "(usage migration 0006).",
+        impact=parameter.impact,
+        fix=f"Set it; pages written from then on keep the room. `VACUUM FULL {parameter.table}` "
+        "(it locks the table) applies it to the existing pages at once.",
+        sql=[f"ALTER TABLE {parameter.table} SET ({setting});"],
+    )

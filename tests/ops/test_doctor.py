@@ -314,3 +314,19 @@ def test_faking_advice_warns_about_data_steps_it_cannot_verify():
     finding = only_finding()
     assert finding.name == "contenttypes.0002_remove_content_type_name"
     assert "--fake" in finding.fix and "Careful: it also runs RunPython" in finding.fix
+
+
+@requires_postgres
+def test_rollup_without_its_fillfactor_is_found():
+    # A rollup recreated by hand (or restored from a dump without storage
+    # parameters) silently stops updating its buckets in place.
+    run_sql("ALTER TABLE usage_daily_rollup RESET (fillfactor)")
+    finding = only_finding()
+    assert (finding.code, finding.severity, finding.table, finding.name) == (
+        "wrong_storage_parameter",
+        "warning",
+        "usage_daily_rollup",
+        "fillfactor",
+    )
+    assert finding.sql == ["ALTER TABLE usage_daily_rollup SET (fillfactor = 80);"]
+    assert_fix_repairs(finding)
