@@ -103,3 +103,38 @@ def test_draft_usage_racing_the_save_of_its_job_is_linked():
     assert QuestionGenerationUsage.objects.count() == 3 * drafts
     assert not QuestionGenerationUsage.objects.filter(job__isnull=True).exists()
     assert_books_balance()
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_batches_mixing_saved_jobs_and_drafts_racing_their_saves_end_linked():
+    # Batches take draft locks only for their events left without a job, and look
+    # those up again under the locks; events naming saved jobs take none. A batch
+    # mixing both, racing the save of its drafts' jobs, must still leave nothing
+    # pending whose job exists.
+    company = make_company()
+    make_price()
+    api = api_client_for()
+    saved = api.post("/jobs", {"company": str(company.pk), "title": "saved"}).json()["id"]
+    drafts = 40
+
+    def work(i: int):
+        if i == 0:
+            for k in range(drafts):
+                body = {"company": str(company.pk), "title": "t", "draft_job_id": f"d{k}"}
+                assert api.post("/jobs", body).status_code == 201
+            return
+        for k in range(0, drafts, 4):
+            events = [
+                usage_payload(company, idempotency_key=f"{i}-{k + j}", draft_job_id=f"d{k + j}")
+                for j in range(4)
+            ] + [usage_payload(company, idempotency_key=f"{i}-{k}-saved", job_id=saved)]
+            results = api.post("/usage/batch", {"events": events}).json()["results"]
+            assert [r["status"] for r in results] == [201] * 5
+
+    _in_threads(4, work)
+
+    assert QuestionGenerationUsage.objects.count() == 3 * (drafts + drafts // 4)
+    assert not QuestionGenerationUsage.objects.filter(job__isnull=True).exists()
+    assert QuestionGenerationUsage.objects.filter(job_id=saved).count() == 3 * drafts // 4
+    assert_books_balance()
