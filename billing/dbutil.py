@@ -33,8 +33,8 @@ def _insert_value(field: Any, obj: Model) -> Any:
 def insert_rows(model: type[Model], rows: list[Model], *, suffix: str = "") -> list[tuple]:
     """INSERT unsaved instances in one statement; returns the rows of `suffix`'s RETURNING.
 
-    On PostgreSQL the rows travel as ONE jsonb parameter read by
-    `jsonb_to_recordset` (see :func:`recordset_insert`). `suffix` is e.g.
+    On PostgreSQL the rows travel as ONE jsonb parameter (see
+    :func:`recordset_insert`). `suffix` is e.g.
     `ON CONFLICT (...) DO NOTHING RETURNING id`. Auto-increment keys are left to
     the database. SQLite gets a multi-row VALUES.
     """
@@ -59,8 +59,8 @@ def insert_rows(model: type[Model], rows: list[Model], *, suffix: str = "") -> l
 
 
 def recordset_insert(model: type[Model], rows: list[Model]) -> tuple[str, list[str]]:
-    """PostgreSQL: `INSERT INTO t (...) SELECT ... FROM jsonb_to_recordset(%s)` and its
-    one parameter, for callers that wrap the insert in a larger statement.
+    """PostgreSQL: `INSERT INTO t (...) SELECT ... FROM jsonb_array_elements(%s)` and
+    its one parameter, for callers that wrap the insert in a larger statement.
 
     One text parameter whatever the row count: Django's client-side binding
     quotes it in one C call and the JSON is encoded in C, where one array per

@@ -709,11 +709,8 @@ def _check_storage(connection, cursor, tables: set[str]) -> list[Finding]:
         [[p.table for p in wanted]],
     )
     live = {name: dict(o.split("=", 1) for o in options or []) for name, options in cursor}
-    return [
-        _storage_finding(p, live.get(p.table, {}).get(p.name))
-        for p in wanted
-        if live.get(p.table, {}).get(p.name) != p.value
-    ]
+    actual = {p: live.get(p.table, {}).get(p.name) for p in wanted}
+    return [_storage_finding(p, actual[p]) for p in wanted if actual[p] != p.value]
 
 
 def _storage_finding(parameter: StorageParameter, actual: str | None) -> Finding:

@@ -149,25 +149,3 @@ SELECT company_id, occurred_on, model, status, count(*), sum(question_count),
  GROUP BY company_id, occurred_on, model, status
  ORDER BY company_id, occurred_on, model COLLATE "C", status COLLATE "C"
 {ON_CONFLICT_ADD}"""
-
-
-def add_recorded(rows: list[QuestionGenerationUsage]) -> None:
-    """Add just-inserted usage rows to their buckets.
-
-    On PostgreSQL one statement re-reads the rows by id (hot in the cache) and
-    upserts every bucket in lock order. Writers that share buckets (every batch
-    writes today's buckets of the companies it names) wait for each other's
-    commit from the moment they touch them, so a batch calls this after its
-    inserts, just before its debit, rather than in the insert statement.
-    """
-    if not rows:
-        return
-    if connection.vendor != "postgresql":
-        add_rows(rows)
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH inserted AS (SELECT * FROM {QuestionGenerationUsage._meta.db_table}"
-            f" WHERE id = ANY(%s::uuid[])) {FROM_INSERTED}",
-            [[row.pk for row in rows]],
-        )

@@ -567,11 +567,8 @@ def record_usage_batch(
     with transaction.atomic():
         _build_rows(firsts, outcomes, now, prepaid=not debit)
         building = [p for p in firsts if p.usage is not None]
-        inserted = insert_usage_rows([p.usage for p in building])
+        inserted = insert_usage_rows([p.usage for p in building], roll_up=True)
         new = [p for p in building if p.usage.pk in inserted]
-        # The rows concurrent batches share (rollup buckets, then balances) are
-        # written last, so each batch holds their locks for as short as it can.
-        rollup.add_recorded([p.usage for p in new])
         balances = _debit_batch(new, debit, now)
     for p in new:
         outcomes[p.index] = RecordResult(usage=p.usage, created=True, balance=balances[p.index])

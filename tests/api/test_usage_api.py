@@ -231,8 +231,8 @@ def test_single_post_query_count(api, company, price, django_assert_max_num_quer
 def test_a_reported_cost_above_the_per_generation_ceiling_is_refused_naming_cost(
     api, company, price, settings
 ):
-    # Before the ceiling such figures were billed as reported, and two near the
-    # column's limit overflowed the NUMERIC(28,12) sums: a 500 on later reports.
+    # Before the ceiling such figures were recorded as reported: a second 9e15
+    # for the same company overflowed its NUMERIC(28,12) rollup sum (a 500).
     settings.USAGE_MAX_EVENT_COST = Decimal("100000")
     at_limit = api.post("/usage", usage_payload(company, cost="100000", idempotency_key="a"))
     assert at_limit.status_code == 201, at_limit.content
