@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -76,6 +76,40 @@ def json_rows(rows: list[list[Any]] | list[tuple]) -> str:
     """Rows of values as a JSON array of arrays for :func:`recordset` (exact text for
     Decimal, UUID, date and datetime; dicts stay JSON objects)."""
     return json.dumps(rows, default=str, separators=(",", ":"), ensure_ascii=False)
+
+
+def select_list(model: type[Model], alias: str) -> str:
+    """Every concrete column of `model` under `alias`, in field order (for :func:`from_row`)."""
+    quote = connection.ops.quote_name
+    return ", ".join(f"{alias}.{quote(f.column)}" for f in model._meta.concrete_fields)
+
+
+def from_row(model: type[Model], row: Sequence[Any], start: int = 0) -> Model:
+    """The instance a :func:`select_list` row holds from `start`, as the ORM would build it.
+
+    For the few look-ups on every API request: a hand-written SELECT read this
+    way costs a fifth of the CPU of the same queryset, which Django compiles
+    anew each time (about 0.6 ms a query). The backend's converters are applied
+    (UUIDs and decimals on SQLite; none on PostgreSQL).
+    """
+    names, converters = _row_shape(model, connection.vendor)
+    values = list(row[start : start + len(names)])
+    for i, column, functions in converters:
+        for convert in functions:
+            values[i] = convert(values[i], column, connection)
+    return model.from_db(connection.alias, names, values)
+
+
+@functools.cache
+def _row_shape(model: type[Model], vendor: str) -> tuple[list[str], list[tuple]]:
+    fields = model._meta.concrete_fields
+    converters = []
+    for i, field in enumerate(fields):
+        column = field.get_col(model._meta.db_table)
+        functions = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+        if functions:
+            converters.append((i, column, functions))
+    return [f.attname for f in fields], converters
 
 
 def recordset(param: str, columns: list[tuple[str, str]]) -> str:

@@ -8,6 +8,7 @@ together or not at all.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
@@ -21,7 +22,16 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.alerts import evaluate_alerts
-from billing.dbutil import insert_rows, is_postgres, json_rows, param, recordset, recordset_insert
+from billing.dbutil import (
+    from_row,
+    insert_rows,
+    is_postgres,
+    json_rows,
+    param,
+    recordset,
+    recordset_insert,
+    select_list,
+)
 from billing.ids import uuid7
 from billing.models import Company, CreditBalance, LedgerEntry, ModelPrice
 from billing.money import AmountError, price_cost, quantize_amount
@@ -182,12 +192,24 @@ def fingerprint(event: UsageEvent, company: Company, cost: Decimal | None) -> st
 
 
 def price_in_effect(model: str, at: datetime) -> ModelPrice | None:
-    """The price period of `model` that covers the instant `at`, if any."""
+    """The price period of `model` that covers the instant `at`, if any.
+
+    Hand-written (:func:`billing.dbutil.from_row`): it runs for every priced event.
+    """
+    instant = param(ModelPrice, "effective_from", at)
+    with connection.cursor() as cursor:
+        cursor.execute(_price_sql(), [model, instant, instant])
+        row = cursor.fetchone()
+    return None if row is None else from_row(ModelPrice, row)
+
+
+@functools.cache
+def _price_sql() -> str:
     return (
-        ModelPrice.objects.filter(model=model, effective_from__lte=at)
-        .exclude(effective_to__lte=at)
-        .order_by("-effective_from")
-        .first()
+        f"SELECT {select_list(ModelPrice, 'p')} FROM {ModelPrice._meta.db_table} p"
+        " WHERE p.model = %s AND p.effective_from <= %s"
+        " AND (p.effective_to IS NULL OR p.effective_to > %s)"
+        " ORDER BY p.effective_from DESC LIMIT 1"
     )
 
 
@@ -234,6 +256,9 @@ SELECT j.id, j.company_id, j.draft_id
 """
 
 
+_JOB_CANDIDATE_FIELDS = ["id", "company_id", "draft_id"]
+
+
 def _job_candidates(job_uuids: set, drafts: set[tuple[uuid.UUID, str]]) -> list[Job]:
     """Every saved job any of these events may belong to, in one query: by job id,
     and by exact (company, draft id) pair.
@@ -245,7 +270,10 @@ def _job_candidates(job_uuids: set, drafts: set[tuple[uuid.UUID, str]]) -> list[
     """
     if is_postgres():
         params = [list(job_uuids), json_rows(sorted(drafts, key=str))]
-        return list(Job.objects.raw(_JOB_CANDIDATES_SQL, params))
+        with connection.cursor() as cursor:
+            cursor.execute(_JOB_CANDIDATES_SQL, params)
+            rows = cursor.fetchall()
+        return [Job.from_db(connection.alias, _JOB_CANDIDATE_FIELDS, row) for row in rows]
     condition = Q(pk__in=job_uuids)
     if drafts:
         condition |= Q(company_id__in={c for c, _ in drafts}, draft_id__in={d for _, d in drafts})
@@ -686,9 +714,19 @@ class PriceBook:
 
     def __init__(self, models: set[str]) -> None:
         self._by_model: dict[str, list[ModelPrice]] = {}
-        if models:
-            for price in ModelPrice.objects.filter(model__in=models).order_by("-effective_from"):
-                self._by_model.setdefault(price.model, []).append(price)
+        if not models:
+            return
+        placeholders = ", ".join(["%s"] * len(models))
+        sql = (
+            f"SELECT {select_list(ModelPrice, 'p')} FROM {ModelPrice._meta.db_table} p"
+            f" WHERE p.model IN ({placeholders}) ORDER BY p.effective_from DESC"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, sorted(models))
+            rows = cursor.fetchall()
+        for row in rows:
+            price = from_row(ModelPrice, row)
+            self._by_model.setdefault(price.model, []).append(price)
 
     def in_effect(self, model: str, at: datetime) -> ModelPrice | None:
         for price in self._by_model.get(model, ()):
