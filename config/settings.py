@@ -171,6 +171,9 @@ USAGE_MAX_FUTURE_SKEW_SECONDS = env.int("USAGE_MAX_FUTURE_SKEW_SECONDS", default
 # currency. Far above any LLM call; it keeps an absurd (or mistyped) figure from
 # being billed, and the column sums (NUMERIC(28,12)) far from their limit.
 USAGE_MAX_EVENT_COST = Decimal(env.str("USAGE_MAX_EVENT_COST", default="100000"))
+# Single posts (POST /api/v1/usage) that a web process receives at the same
+# moment are recorded in one transaction (usage/grouping.py); off: one each.
+USAGE_GROUP_COMMIT = env.bool("USAGE_GROUP_COMMIT", default=True)
 # Largest request body the API accepts, and the most events in one batch.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=2 * 1024 * 1024)
 API_MAX_BATCH_EVENTS = env.int("API_MAX_BATCH_EVENTS", default=1000)

@@ -18,12 +18,12 @@ from billing.api import ApiError, company_for, is_same_company, status_of
 from billing.money import plain
 from billing.services import BillingError, CompanyNotFound, NotPermitted
 from usage import inbox
+from usage.grouping import record_one
 from usage.quota import quota_status
 from usage.schemas import UsageIn, event_from_payload
 from usage.services import (
     RecordResult,
     UsageEvent,
-    record_usage,
     record_usage_batch,
     resolve_companies,
     save_job,
@@ -84,7 +84,7 @@ def record_usage_view(request: HttpRequest, payload: UsageIn):
     except CompanyNotFound as exc:
         inbox.reject(payload=json.loads(request.body), error=exc, source="api")
         raise
-    result = record_usage(payload.to_event(str(company.pk)), company=company)
+    result = record_one(payload.to_event(str(company.pk)), company)
     return Status(201 if result.created else 200, usage_body(result))
 
 
