@@ -16,7 +16,7 @@ from ninja import Field, Router, Schema, Status
 
 from billing.api import ApiError, company_for, is_same_company, status_of
 from billing.money import plain
-from billing.services import BillingError, CompanyNotFound, NotPermitted
+from billing.services import BillingError, CompanyNotFound, NotPermitted, resolve_companies
 from usage import inbox
 from usage.grouping import record_one
 from usage.quota import quota_status
@@ -25,7 +25,6 @@ from usage.services import (
     RecordResult,
     UsageEvent,
     record_usage_batch,
-    resolve_companies,
     save_job,
 )
 

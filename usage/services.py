@@ -42,6 +42,7 @@ from billing.services import (
     current_balance,
     post_usage_debits,
     post_usage_debits_many,
+    resolve_companies,
     resolve_company,
 )
 from usage import rollup
@@ -604,21 +605,6 @@ def record_usage_batch(
     for p, first in repeats:
         outcomes[p.index] = _repeat_outcome(p, outcomes[first.index], debit, now)
     return outcomes  # type: ignore[return-value]
-
-
-def resolve_companies(refs: list[str]) -> dict[str, Company]:
-    """Companies by UUID or external id, in one query (a UUID match wins)."""
-    texts = {str(r).strip() for r in refs if r is not None and str(r).strip()}
-    uuids = {u for u in (_as_uuid(t) for t in texts) if u is not None}
-    found = Company.objects.filter(Q(pk__in=uuids) | Q(external_id__in=texts))
-    by_pk = {c.pk: c for c in found}
-    by_external = {c.external_id: c for c in by_pk.values() if c.external_id}
-    result = {}
-    for text in texts:
-        company = by_pk.get(_as_uuid(text)) or by_external.get(text)
-        if company is not None:
-            result[text] = company
-    return result
 
 
 def _validated(
