@@ -15,7 +15,9 @@ thread its own outcome.
   event.
 - Isolated as before: the batch gives every event its own outcome (a bad event
   fails alone); if the group's transaction itself fails, each thread records its
-  own event alone, as without grouping.
+  own event alone, as without grouping. (Should the batch fail after its
+  commit, while answering replays, its events answer as replays of themselves:
+  recorded once, a 200 instead of a 201.)
 - Semantics are :func:`record_usage`'s: replays, conflicts, drafts, balances
   after each event's own debit, alerts.
 """
