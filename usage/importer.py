@@ -28,22 +28,32 @@ Decisions, documented in the README's "Operations" section:
 
 Memory stays flat: the file is streamed (one pre-scan pass for the encoding,
 one pass to import), rows are recorded in batches, and only counters are kept.
+On PostgreSQL several forked workers can record at once (``workers``), each
+streaming the file and taking the rows whose key hashes to it; see
+:func:`worker_of`.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
+import heapq
 import io
 import json
+import multiprocessing
+import queue
+import traceback
+import zlib
 import zoneinfo
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
+from django.db import connection, connections
 from django.utils import timezone
 
 from billing.models import Company
@@ -437,6 +447,8 @@ class ImportOptions:
     rejects_path: Path | None = None
     assume_tz: str | None = None
     encoding: str | None = None  # override detection
+    # Processes recording at once (PostgreSQL; see _import_in_workers). 1: this process.
+    workers: int = 1
 
 
 class RejectWriter:
@@ -488,6 +500,9 @@ def import_usage(
     if warning:
         summary.warnings.append(warning)
     assume_tz = _zone(options.assume_tz)
+    if _workers(options) > 1:
+        _import_in_workers(path, summary, options, progress)
+        return summary
     with path.open(encoding=encoding, newline="") as handle:
         _Run(summary, options, assume_tz, progress).run(handle, path)
     return summary
@@ -514,18 +529,22 @@ class _Run:
         self.companies = CompanyCache()
         self.rejects: RejectWriter | None = None
         self.ignored: set[str] = set()
+        self.share: tuple[int, int] | None = None  # (this worker, workers): rows it records
 
     def run(self, handle: io.TextIOBase, path: Path) -> None:
         header: list[str] = []
         rows = read_csv(handle, header) if self.summary.format == "csv" else read_jsonl(handle)
-        suffix = ".csv" if self.summary.format == "csv" else ".jsonl"
-        rejects_path = self.options.rejects_path or path.with_name(path.name + ".rejects" + suffix)
+        rejects_path = self.options.rejects_path or default_rejects_path(path, self.summary.format)
         self.rejects = RejectWriter(rejects_path, self.summary.format, header)
         batch: list[Pending] = []
+        checked = False
         try:
             for line, raw in rows:
-                if not self.summary.rows:
+                if not checked:
                     self._check_columns(header)
+                    checked = True
+                if self.share is not None and worker_of(raw, self.share[1]) != self.share[0]:
+                    continue
                 self.summary.rows += 1
                 batch.append(self._parse(line, raw))
                 if len(batch) >= self.options.batch_size:
@@ -597,3 +616,156 @@ class _Run:
 def _source_names(names: set[str]) -> set[str]:
     shown = {"company": "company_id", "model": "model_used", "occurred_at": "created_at"}
     return {shown.get(n, n) for n in names}
+
+
+def default_rejects_path(path: Path, fmt: str) -> Path:
+    return path.with_name(path.name + ".rejects" + (".csv" if fmt == "csv" else ".jsonl"))
+
+
+# --- Several recording processes ---------------------------------------------------------
+#
+# One process alternates between Python (parsing, validating, building rows) and
+# waiting for PostgreSQL, so it keeps about one core busy. Workers are forked
+# processes (threads would share the GIL: a read-ahead thread measured no gain),
+# each reading the whole file and recording the rows whose idempotency key
+# hashes to it: every row with the same key goes to the same worker in file
+# order, so replays and conflicting duplicates come out as in one process. Each
+# worker has its own connection and transactions; batches of one company meet on
+# its balance row and rollup buckets, which every writer locks in key order.
+# Each worker writes its own reject file; they are merged back into line order.
+
+
+def worker_of(raw: dict[str, Any] | RowError, workers: int) -> int:
+    """The worker that records this row: by its idempotency key (unreadable rows: 0)."""
+    if isinstance(raw, RowError):
+        return 0
+    key = _text(raw, "idempotency_key") or _text(raw, "id") or ""
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % workers
+
+
+def _workers(options: ImportOptions) -> int:
+    """Workers only where they can work: PostgreSQL, a real import, no open transaction
+    (a worker's connection could not see what the caller has not committed)."""
+    if options.workers <= 1 or options.dry_run or connection.vendor != "postgresql":
+        return 1
+    return 1 if connection.in_atomic_block else options.workers
+
+
+_COUNTS = ("rows", "imported", "replayed", "rejected", "unpriced", "total_cost")
+
+
+def _import_in_workers(
+    path: Path,
+    summary: ImportSummary,
+    options: ImportOptions,
+    progress: Callable[[ImportSummary], None] | None,
+) -> None:
+    workers = options.workers
+    target = options.rejects_path or default_rejects_path(path, summary.format)
+    parts = [target.with_name(f"{target.name}.part{k}") for k in range(workers)]
+    context = multiprocessing.get_context("fork")
+    messages = context.Queue()
+    connections.close_all()  # a forked child must not share the parent's socket
+    children = [
+        context.Process(
+            target=_worker_main,
+            args=(k, path, summary, replace(options, rejects_path=parts[k]), messages),
+            name=f"import-worker-{k}",
+        )
+        for k in range(workers)
+    ]
+    for child in children:
+        child.start()
+    counts: dict[int, dict] = {}
+    try:
+        _collect(children, messages, counts, summary, progress)
+    except BaseException:
+        for part in parts:
+            part.unlink(missing_ok=True)
+        raise
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.terminate()
+            child.join()
+    if _merge_rejects(parts, target, summary.format):
+        summary.rejects_path = str(target)
+
+
+def _collect(children, messages, counts: dict, summary: ImportSummary, progress) -> None:
+    """Read the workers' messages until every one is done; raise the first failure."""
+    done: set[int] = set()
+    while len(done) < len(children):
+        try:
+            kind, k, payload = messages.get(timeout=1.0)
+        except queue.Empty:
+            lost = [c.name for i, c in enumerate(children) if i not in done and not c.is_alive()]
+            if lost:
+                raise RuntimeError(f"import worker(s) {', '.join(lost)} ended without a report")
+            continue
+        if kind == "file_error":
+            raise ImportFileError(payload)
+        if kind == "crash":
+            raise RuntimeError(f"import worker {k} failed:\n{payload}")
+        counts[k] = payload
+        for name in _COUNTS:
+            total = sum(
+                (c[name] for c in counts.values()), Decimal(0) if name == "total_cost" else 0
+            )
+            setattr(summary, name, total)
+        if kind == "done":
+            done.add(k)
+            summary.ignored_columns = sorted({*summary.ignored_columns, *payload["ignored"]})
+        elif progress is not None:
+            progress(summary)
+
+
+def _worker_main(
+    k: int, path: Path, parent: ImportSummary, options: ImportOptions, messages
+) -> None:
+    """One forked worker: record this worker's share of the file, report to the parent."""
+    try:
+        summary = replace(parent, warnings=[], ignored_columns=[])
+        run = _Run(summary, options, _zone(options.assume_tz), None)
+        run.progress = lambda s: messages.put(("progress", k, _counts_of(s)))
+        run.share = (k, options.workers)
+        with path.open(encoding=summary.encoding, newline="") as handle:
+            run.run(handle, path)
+        messages.put(("done", k, {**_counts_of(summary), "ignored": summary.ignored_columns}))
+    except ImportFileError as exc:
+        messages.put(("file_error", k, str(exc)))
+    except BaseException:
+        messages.put(("crash", k, traceback.format_exc()))
+    finally:
+        connections.close_all()
+        messages.close()
+        messages.join_thread()
+
+
+def _counts_of(summary: ImportSummary) -> dict:
+    return {name: getattr(summary, name) for name in _COUNTS}
+
+
+def _merge_rejects(parts: list[Path], target: Path, fmt: str) -> bool:
+    """Merge the workers' reject files (each in line order) into `target`, streaming."""
+    present = [p for p in parts if p.exists()]
+    if not present:
+        return False
+    with contextlib.ExitStack() as stack:
+        handles = [stack.enter_context(p.open(encoding="utf-8", newline="")) for p in present]
+        out = stack.enter_context(target.open("w", encoding="utf-8", newline=""))
+        if fmt == "csv":
+            readers = [csv.reader(h) for h in handles]
+            heads = [next(r, None) for r in readers]
+            writer = csv.writer(out)
+            writer.writerow(next(h for h in heads if h is not None))
+            streams = [((int(row[0]), row) for row in r) for r in readers]
+            for _, row in heapq.merge(*streams, key=lambda item: item[0]):
+                writer.writerow(row)
+        else:
+            streams = [((json.loads(line)["_line"], line) for line in h) for h in handles]
+            for _, line in heapq.merge(*streams, key=lambda item: item[0]):
+                out.write(line)
+    for part in present:
+        part.unlink()
+    return True

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from billing.models import CreditBalance, LedgerEntry
 from tests.conftest import give_credit, make_company, make_job
-from usage.importer import ImportFileError, ImportOptions, import_usage
+from usage.importer import ImportFileError, ImportOptions, import_usage, worker_of
 from usage.models import QuestionGenerationUsage, UsageDailyRollup
 
 pytestmark = pytest.mark.django_db
@@ -340,3 +340,11 @@ def test_command_clean_import_exits_zero_with_summary(tmp_path, company, price):
     call_command("import_usage", str(path), "--no-debit", stdout=out)
     text = out.getvalue()
     assert "imported 1, replayed 0, rejected 0" in text and "not debited" in text
+
+
+def test_rows_with_the_same_key_go_to_the_same_worker():
+    rows = [{"id": str(n)} for n in range(200)]
+    owners = {worker_of(row, 3) for row in rows}
+    assert owners == {0, 1, 2}
+    assert worker_of({"id": "42"}, 3) == worker_of({"idempotency_key": None, "id": "42"}, 3)
+    assert worker_of({"idempotency_key": "k", "id": "1"}, 4) == worker_of({"id": "x", "idempotency_key": "k"}, 4)  # fmt: skip
