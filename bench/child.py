@@ -12,19 +12,41 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
+import tempfile
 import time
 
-from bench.measure import current_rss_mb, peak_rss_mb
+from bench.measure import current_rss_mb, forked_peak_mb, forked_processes, peak_rss_mb
 from bench.setup import configure
 
 
 class TransactionClock:
-    """Durations of the outermost transactions on the default connection."""
+    """Durations of the outermost transactions on the default connection.
 
-    def __init__(self) -> None:
+    A process forked by the job (import_usage's workers) keeps a clock of its
+    own, which writes each duration to `forked_log`; :meth:`all_durations`
+    reads them back, so the longest transaction covers every process.
+    """
+
+    def __init__(self, forked_log: str) -> None:
         self.durations: list[float] = []
         self._started: float | None = None
+        self._forked_log = forked_log
+        self._sink: io.TextIOBase | None = None
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self.durations, self._started = [], None
+        self._sink = open(self._forked_log, "a", buffering=1)  # noqa: SIM115 - lives as long as the fork
+
+    def all_durations(self) -> list[float]:
+        try:
+            with open(self._forked_log) as fh:
+                forked = [float(line) for line in fh if line.strip()]
+        except FileNotFoundError:
+            forked = []
+        return self.durations + forked
 
     def install(self) -> None:
         from django.db import connection
@@ -56,8 +78,11 @@ class TransactionClock:
 
     def stop(self) -> None:
         if self._started is not None:
-            self.durations.append(time.perf_counter() - self._started)
+            duration = time.perf_counter() - self._started
+            self.durations.append(duration)
             self._started = None
+            if self._sink is not None:
+                self._sink.write(f"{duration}\n")
 
     def _raw_sql(self, execute, sql, params, many, context):
         word = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
@@ -105,7 +130,9 @@ def run_get(username: str, url: str) -> dict:
 
 def main(argv: list[str]) -> int:
     configure()
-    clock = TransactionClock()
+    fd, forked_log = tempfile.mkstemp(prefix="bench-child-", suffix=".log")
+    os.close(fd)
+    clock = TransactionClock(forked_log)
     clock.install()
     baseline = current_rss_mb()
     t0 = time.perf_counter()
@@ -118,12 +145,18 @@ def main(argv: list[str]) -> int:
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
         output, error = {}, f"{type(exc).__name__}: {exc}"
     elapsed = time.perf_counter() - t0
+    durations = clock.all_durations()
+    os.unlink(forked_log)
     report = {
         "elapsed": elapsed,
         "baseline_mb": baseline,
-        "peak_mb": peak_rss_mb(),
-        "transactions": len(clock.durations),
-        "longest_transaction_s": max(clock.durations, default=0.0),
+        # Forked workers: the largest one's peak, once per worker (an upper
+        # bound: pages they share with this process are counted again).
+        "peak_mb": peak_rss_mb() + forked_peak_mb() * forked_processes(),
+        "forked_processes": forked_processes(),
+        "forked_peak_mb": forked_peak_mb(),
+        "transactions": len(durations),
+        "longest_transaction_s": max(durations, default=0.0),
         "error": error,
         **output,
     }

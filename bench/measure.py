@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -79,6 +80,20 @@ def fill(result: Result, samples: list[float]) -> Result:
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def forked_peak_mb() -> float:
+    """Peak resident memory of the largest child process this one has waited for."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+_forks: list[int] = []
+os.register_at_fork(after_in_parent=lambda: _forks.append(1))
+
+
+def forked_processes() -> int:
+    """How many processes this one has forked (import_usage's workers)."""
+    return len(_forks)
 
 
 def current_rss_mb() -> float:

@@ -71,13 +71,21 @@ def _memory() -> str:
 
 
 def _git_head() -> str:
+    """The commit measured, and whether tracked files differed from it."""
     try:
         out = subprocess.run(
             ["git", "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=True
         )
-        return out.stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return "?"
+    files = len(changed.stdout.splitlines())
+    return out.stdout.strip() + (f" + uncommitted changes to {files} file(s)" if files else "")
 
 
 def dataset_facts(marker: dict) -> dict[str, str]:
