@@ -398,11 +398,14 @@ COMPANY_SORTS = {
 def companies_overview(
     *, now: datetime | None = None, search: str = "", sort: str = "name", descending: bool = False
 ) -> QuerySet:
-    """All companies with balance, month-to-date spend, pending-draft cost, low flag.
+    """All companies with balance, month-to-date spend and the low flag, sorted.
 
     Two queries whatever the number of companies: the distinct time zones, then
-    one SELECT with correlated subqueries over the rollup (each an index range
-    scan on the company's buckets).
+    one SELECT with a correlated subquery over the rollup (an index range scan
+    on the company's buckets), which PostgreSQL runs only for the rows a page
+    keeps. The pending-draft figures come from :func:`with_pending_drafts` for
+    the page's rows, both in one scan; only sorting by them puts the pending
+    cost in this SELECT (it must then be known for every company).
     """
     month_first, today = _month_bounds_by_zone(now or timezone.now())
     companies = Company.objects.annotate(month_first=month_first, today=today)
@@ -410,19 +413,38 @@ def companies_overview(
         companies = companies.filter(Q(name__icontains=search) | Q(external_id__icontains=search))
     buckets = UsageDailyRollup.objects.filter(company=OuterRef("pk")).order_by().values("company")
     month = buckets.filter(day__gte=OuterRef("month_first"), day__lte=OuterRef("today"))
-    pending = buckets.filter(status="draft")
     companies = companies.annotate(
         balance=Coalesce("credit_balance__balance", Value(Decimal(0)), output_field=AmountField()),
         month_spend=_subquery_cost(month),
-        pending_cost=_subquery_cost(pending),
-        pending_generations=Coalesce(
-            Subquery(pending.annotate(n=Sum("generations")).values("n")), 0
-        ),
     ).annotate(is_low=Case(When(balance__lt=F("low_balance_threshold"), then=True), default=False))
     order = COMPANY_SORTS.get(sort, COMPANY_SORTS["name"])
+    if "pending_cost" in order:
+        companies = companies.annotate(pending_cost=_subquery_cost(buckets.filter(status="draft")))
     if descending:
         order = tuple(f"-{name}" for name in order[:-1]) + order[-1:]
     return companies.order_by(*order, "pk")
+
+
+def with_pending_drafts(companies: list[Company]) -> list[Company]:
+    """Set `pending_cost` and `pending_generations` on each company: one query for all.
+
+    The two sums read the same draft buckets; as two correlated subqueries they
+    were two thirds of the staff overview's SELECT (91 ms at 10M rows, a page of
+    51 rows: 48 + 27 ms for the sums), as one grouped scan 67-83 ms in all.
+    """
+    sums = (
+        UsageDailyRollup.objects.filter(status="draft", company__in=[c.pk for c in companies])
+        .order_by()
+        .values("company")
+        .annotate(cost=Sum("cost"), generations=Sum("generations"))
+        .values_list("company", "cost", "generations")
+    )
+    found = {company_id: (cost, generations) for company_id, cost, generations in sums}
+    for company in companies:
+        cost, generations = found.get(company.pk, (None, None))
+        company.pending_cost = Decimal(0) if cost is None else cost
+        company.pending_generations = generations or 0
+    return companies
 
 
 def _subquery_cost(buckets: QuerySet) -> Coalesce:

@@ -60,7 +60,7 @@ def staff_overview(request: HttpRequest) -> HttpResponse:
     # without counting every company.
     companies = list(rows[(page - 1) * STAFF_PAGE : page * STAFF_PAGE + 1])
     context = {
-        "companies": companies[:STAFF_PAGE],
+        "companies": selectors.with_pending_drafts(companies[:STAFF_PAGE]),
         "search": search,
         "sort": sort,
         "descending": descending,

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import make_company, make_price, make_usage
 from usage.charts import daily_stacked_chart, nice_step
-from usage.selectors import companies_overview, spend_overview
+from usage.selectors import companies_overview, spend_overview, with_pending_drafts
 
 pytestmark = pytest.mark.django_db
 UTC = ZoneInfo("UTC")
@@ -48,10 +48,32 @@ def test_staff_overview_month_starts_in_each_company_zone():
     at = datetime(2026, 10, 31, 20, 0, tzinfo=UTC)  # November in Tokyo, October in UTC
     _dollar(tokyo, at)
     _dollar(utc, at)
-    rows = {c.name: c for c in companies_overview(now=datetime(2026, 11, 2, tzinfo=UTC))}
+    listed = list(companies_overview(now=datetime(2026, 11, 2, tzinfo=UTC)))
+    rows = {c.name: c for c in with_pending_drafts(listed)}
     assert rows["Tokyo"].month_spend == Decimal(1)
     assert rows["Utc"].month_spend == Decimal(0)
     assert rows["Tokyo"].pending_cost == Decimal(1)  # recorded as a draft
+    assert rows["Tokyo"].pending_generations == 1
+
+
+def test_staff_overview_sorted_by_pending_drafts_shows_the_sums_it_sorts_by():
+    make_price("m", output="10", effective_from=datetime(2025, 1, 1, tzinfo=UTC))
+    at = datetime(2026, 10, 31, 20, 0, tzinfo=UTC)
+    none, one, three = (make_company(name=n) for n in ("None", "One", "Three"))
+    _dollar(one, at)
+    for _ in range(3):
+        _dollar(three, at)
+    now = datetime(2026, 11, 2, tzinfo=UTC)
+    ordered = list(companies_overview(now=now, sort="pending", descending=True))
+    assert [c.name for c in ordered][:3] == ["Three", "One", "None"]
+    sorted_by = [c.pending_cost for c in ordered]
+    shown = with_pending_drafts(ordered)
+    assert [c.pending_cost for c in shown] == sorted_by
+    assert [(c.pending_cost, c.pending_generations) for c in shown[:3]] == [
+        (Decimal(3), 3),
+        (Decimal(1), 1),
+        (Decimal(0), 0),
+    ]
 
 
 def test_chart_scale_and_tooltips():
