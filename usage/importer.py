@@ -38,11 +38,16 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import ctypes
 import heapq
 import io
 import json
 import multiprocessing
-import queue
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
 import traceback
 import zlib
 import zoneinfo
@@ -470,8 +475,10 @@ class RejectWriter:
             self._csv.writerow([line, reason, *values])
             return
         body = raw if isinstance(raw, dict) else {"_raw": raw}
+        # A row's own _line/_reason (a reject file imported again) never overrides ours.
+        own = {k: v for k, v in body.items() if k not in ("_line", "_reason")}
         self._handle.write(
-            json.dumps({"_line": line, "_reason": reason, **body}, default=str) + "\n"
+            json.dumps({"_line": line, "_reason": reason, **own}, default=str) + "\n"
         )
 
     def close(self) -> None:
@@ -636,10 +643,14 @@ def default_rejects_path(path: Path, fmt: str) -> Path:
 
 
 def worker_of(raw: dict[str, Any] | RowError, workers: int) -> int:
-    """The worker that records this row: by its idempotency key (unreadable rows: 0)."""
+    """The worker that records this row: by the idempotency key it will be stored
+    under (see event_from_row), so `id` 5 and `idempotency_key` "import:5" meet;
+    unreadable rows go to worker 0."""
     if isinstance(raw, RowError):
         return 0
-    key = _text(raw, "idempotency_key") or _text(raw, "id") or ""
+    key = _text(raw, "idempotency_key")
+    if key is None:
+        key = f"import:{_text(raw, 'id') or ''}"
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) % workers
 
 
@@ -654,92 +665,168 @@ def _workers(options: ImportOptions) -> int:
 _COUNTS = ("rows", "imported", "replayed", "rejected", "unpriced", "total_cost")
 
 
+class WorkerLost(RuntimeError):
+    """A worker ended without reporting (killed, or out of memory)."""
+
+
 def _import_in_workers(
     path: Path,
     summary: ImportSummary,
     options: ImportOptions,
     progress: Callable[[ImportSummary], None] | None,
 ) -> None:
+    """Fork the workers, follow their reports, merge their reject files.
+
+    Each worker has a pipe of its own (the parent notices at once when one ends
+    without reporting) and dies with the parent (PR_SET_PDEATHSIG, and a check
+    per batch), so stopping the import never leaves workers recording.
+    """
     workers = options.workers
     target = options.rejects_path or default_rejects_path(path, summary.format)
     parts = [target.with_name(f"{target.name}.part{k}") for k in range(workers)]
+    for part in parts:  # left by an interrupted run: never merged into this one
+        part.unlink(missing_ok=True)
     context = multiprocessing.get_context("fork")
-    messages = context.Queue()
+    pipes = [context.Pipe(duplex=False) for _ in range(workers)]
     connections.close_all()  # a forked child must not share the parent's socket
-    children = [
-        context.Process(
-            target=_worker_main,
-            args=(k, path, summary, replace(options, rejects_path=parts[k]), messages),
-            name=f"import-worker-{k}",
-        )
-        for k in range(workers)
-    ]
-    for child in children:
-        child.start()
-    counts: dict[int, dict] = {}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    children = []
+    with_reports: set[int] = set()
     try:
-        _collect(children, messages, counts, summary, progress)
+        with _terminate_raises():
+            for k in range(workers):
+                job = replace(options, rejects_path=parts[k])
+                child = context.Process(
+                    target=_worker_main,
+                    args=(k, path, summary, job, pipes, os.getpid()),
+                    name=f"import-worker-{k}",
+                )
+                child.start()
+                children.append(child)
+            for _, sender in pipes:
+                sender.close()
+            _collect([reader for reader, _ in pipes], summary, progress, with_reports)
     except BaseException:
+        _stop(children)
         for part in parts:
             part.unlink(missing_ok=True)
         raise
-    finally:
-        for child in children:
-            if child.is_alive():
-                child.terminate()
-            child.join()
-    if _merge_rejects(parts, target, summary.format):
+    _stop(children)
+    if _merge_rejects([parts[k] for k in sorted(with_reports)], target, summary.format):
         summary.rejects_path = str(target)
 
 
-def _collect(children, messages, counts: dict, summary: ImportSummary, progress) -> None:
-    """Read the workers' messages until every one is done; raise the first failure."""
+@contextlib.contextmanager
+def _terminate_raises():
+    """SIGTERM (a cron timeout, a deploy) unwinds the parent, which stops its workers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, raise_exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(children) -> None:
+    for child in children:
+        if child.is_alive():
+            child.terminate()
+    for child in children:
+        child.join()
+
+
+def _collect(readers: list, summary: ImportSummary, progress, with_reports: set[int]) -> None:
+    """Read the workers' reports until every one is done; raise the first failure."""
+    counts: dict[int, dict] = {}
     done: set[int] = set()
-    while len(done) < len(children):
-        try:
-            kind, k, payload = messages.get(timeout=1.0)
-        except queue.Empty:
-            lost = [c.name for i, c in enumerate(children) if i not in done and not c.is_alive()]
-            if lost:
-                raise RuntimeError(f"import worker(s) {', '.join(lost)} ended without a report")
-            continue
-        if kind == "file_error":
-            raise ImportFileError(payload)
-        if kind == "crash":
-            raise RuntimeError(f"import worker {k} failed:\n{payload}")
-        counts[k] = payload
-        for name in _COUNTS:
-            total = sum(
-                (c[name] for c in counts.values()), Decimal(0) if name == "total_cost" else 0
-            )
-            setattr(summary, name, total)
-        if kind == "done":
-            done.add(k)
-            summary.ignored_columns = sorted({*summary.ignored_columns, *payload["ignored"]})
-        elif progress is not None:
-            progress(summary)
+    open_readers = dict(enumerate(readers))
+    while open_readers:
+        for reader in multiprocessing.connection.wait(list(open_readers.values())):
+            k = next(i for i, r in open_readers.items() if r is reader)
+            try:
+                kind, payload = reader.recv()
+            except EOFError:  # the worker's end closed: it has ended
+                del open_readers[k]
+                reader.close()
+                if k not in done:
+                    raise WorkerLost(f"import worker {k} ended without a report")
+                continue
+            if kind == "file_error":
+                raise ImportFileError(payload)
+            if kind == "crash":
+                raise RuntimeError(f"import worker {k} failed:\n{payload}")
+            counts[k] = payload
+            for name in _COUNTS:
+                zero = Decimal(0) if name == "total_cost" else 0
+                setattr(summary, name, sum((c[name] for c in counts.values()), zero))
+            if kind == "done":
+                done.add(k)
+                if payload["rejects"]:
+                    with_reports.add(k)
+                summary.ignored_columns = sorted({*summary.ignored_columns, *payload["ignored"]})
+            elif progress is not None:
+                progress(summary)
 
 
 def _worker_main(
-    k: int, path: Path, parent: ImportSummary, options: ImportOptions, messages
+    k: int, path: Path, parent: ImportSummary, options: ImportOptions, pipes, parent_pid: int
 ) -> None:
     """One forked worker: record this worker's share of the file, report to the parent."""
+    _die_with_parent(parent_pid)
+    for n, (reader, sender) in enumerate(pipes):  # keep only our own sending end
+        reader.close()
+        if n != k:
+            sender.close()
+    report = pipes[k][1]
     try:
         summary = replace(parent, warnings=[], ignored_columns=[])
         run = _Run(summary, options, _zone(options.assume_tz), None)
-        run.progress = lambda s: messages.put(("progress", k, _counts_of(s)))
+
+        def progress(s: ImportSummary) -> None:
+            if os.getppid() != parent_pid:  # the parent is gone: stop recording
+                raise SystemExit(1)
+            report.send(("progress", _counts_of(s)))
+
+        run.progress = progress
         run.share = (k, options.workers)
         with path.open(encoding=summary.encoding, newline="") as handle:
             run.run(handle, path)
-        messages.put(("done", k, {**_counts_of(summary), "ignored": summary.ignored_columns}))
+        report.send(
+            (
+                "done",
+                {
+                    **_counts_of(summary),
+                    "ignored": summary.ignored_columns,
+                    "rejects": summary.rejects_path is not None,
+                },
+            )
+        )
     except ImportFileError as exc:
-        messages.put(("file_error", k, str(exc)))
+        report.send(("file_error", str(exc)))
+    except SystemExit:
+        raise
     except BaseException:
-        messages.put(("crash", k, traceback.format_exc()))
+        with contextlib.suppress(OSError):
+            report.send(("crash", traceback.format_exc()))
     finally:
         connections.close_all()
-        messages.close()
-        messages.join_thread()
+        report.close()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (elsewhere: the per-batch check)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # died before the request took
+        os._exit(1)
 
 
 def _counts_of(summary: ImportSummary) -> dict:

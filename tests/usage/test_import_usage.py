@@ -348,3 +348,5 @@ def test_rows_with_the_same_key_go_to_the_same_worker():
     assert owners == {0, 1, 2}
     assert worker_of({"id": "42"}, 3) == worker_of({"idempotency_key": None, "id": "42"}, 3)
     assert worker_of({"idempotency_key": "k", "id": "1"}, 4) == worker_of({"id": "x", "idempotency_key": "k"}, 4)  # fmt: skip
+    assert worker_of({"id": "5"}, 2) == worker_of({"idempotency_key": "import:5"}, 2)
+    assert {worker_of({"id": str(n)}, 2) == worker_of({"idempotency_key": f"import:{n}"}, 2) for n in range(100)} == {True}  # fmt: skip

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,7 +23,7 @@ from billing.invariants import check_ledger
 from billing.models import CreditBalance, LedgerEntry
 from tests.conftest import give_credit, make_company, make_price
 from tests.usage.test_import_usage import HEADER, stamp, write
-from usage.importer import ImportFileError, ImportOptions, import_usage
+from usage.importer import ImportFileError, ImportOptions, WorkerLost, import_usage
 from usage.models import QuestionGenerationUsage
 
 pytestmark = [
@@ -135,3 +139,67 @@ def test_inside_a_transaction_the_import_stays_in_this_process(tmp_path):
     assert QuestionGenerationUsage.objects.filter(company=company).count() == 61
     assert Path(summary.rejects_path).exists()
     assert summary.total_cost > Decimal(0)
+
+
+def test_a_worker_killed_without_a_report_fails_the_import_at_once(tmp_path, monkeypatch):
+    make_price()
+    company = make_company()
+    monkeypatch.setattr(usage.importer, "record_batch", lambda batch, *, debit: os._exit(9))
+    with pytest.raises(WorkerLost, match="without a report"):
+        import_usage(write(tmp_path, messy_file(company)), ImportOptions(workers=2))
+    assert not list(tmp_path.glob("*.part*"))
+
+
+def test_part_files_of_an_interrupted_run_are_not_merged(tmp_path):
+    make_price()
+    company = make_company()
+    path = write(tmp_path, f"{HEADER}\n1,{company.pk},,d,10,10,,1,,gpt-test,{stamp()}\n")
+    stale = tmp_path / "usage.csv.rejects.csv.part1"
+    stale.write_text("_line,_reason,id\n9,old reason,9\n")
+    summary = import_usage(path, ImportOptions(workers=2))
+    assert (summary.imported, summary.rejected, summary.rejects_path) == (1, 0, None)
+    assert not stale.exists()
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_workers_stop_when_the_import_process_is_killed(tmp_path):
+    make_price()
+    company = make_company()
+    rows = [HEADER] + [
+        f"{n},{company.pk},,d{n % 9},10,10,,1,,gpt-test,{stamp()}" for n in range(60_000)
+    ]
+    path = write(tmp_path, "\n".join(rows) + "\n")
+    database = settings.DATABASES["default"]
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
+    }
+    command = [sys.executable, "manage.py", "import_usage", str(path), "--workers", "2"]
+    parent = subprocess.Popen(command, env=env, cwd=settings.BASE_DIR, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers := _children_of(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(workers) == 2, "the workers never started"
+        parent.kill()  # SIGKILL: no cleanup of its own runs
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(Path(f"/proc/{w}").exists() for w in workers)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert QuestionGenerationUsage.objects.filter(company=company).count() < 60_000
