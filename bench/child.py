@@ -153,6 +153,7 @@ def main(argv: list[str]) -> int:
         # Forked workers: the largest one's peak, once per worker (an upper
         # bound: pages they share with this process are counted again).
         "peak_mb": peak_rss_mb() + forked_peak_mb() * forked_processes(),
+        "own_peak_mb": peak_rss_mb(),
         "forked_processes": forked_processes(),
         "forked_peak_mb": forked_peak_mb(),
         "transactions": len(durations),

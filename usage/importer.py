@@ -507,7 +507,7 @@ def import_usage(
     if warning:
         summary.warnings.append(warning)
     assume_tz = _zone(options.assume_tz)
-    if _workers(options) > 1:
+    if _use_workers(options):
         _import_in_workers(path, summary, options, progress)
         return summary
     with path.open(encoding=encoding, newline="") as handle:
@@ -654,12 +654,15 @@ def worker_of(raw: dict[str, Any] | RowError, workers: int) -> int:
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) % workers
 
 
-def _workers(options: ImportOptions) -> int:
+def _use_workers(options: ImportOptions) -> bool:
     """Workers only where they can work: PostgreSQL, a real import, no open transaction
     (a worker's connection could not see what the caller has not committed)."""
-    if options.workers <= 1 or options.dry_run or connection.vendor != "postgresql":
-        return 1
-    return 1 if connection.in_atomic_block else options.workers
+    return (
+        options.workers > 1
+        and not options.dry_run
+        and connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+    )
 
 
 _COUNTS = ("rows", "imported", "replayed", "rejected", "unpriced", "total_cost")

@@ -67,7 +67,7 @@ def outcome(company, summary) -> tuple:
             QuestionGenerationUsage.objects.filter(company=company).values_list(
                 "idempotency_key", "cost"
             )
-        ),  # fmt: skip
+        ),
     )
 
 
