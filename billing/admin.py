@@ -1,7 +1,7 @@
 """Admin for platform staff: tenants, prices, keys, and the read-only ledger.
 
 Money is never edited here: ledger entries and the balance are read-only,
-and corrections are new entries posted through billing.services.
+and corrections are new entries posted through billing.ledger.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from billing.admin_paging import CappedCountMixin
+from billing.audit import audit_changes, snapshot
+from billing.companies import TIMEZONE_CHANGE_HINT
 from billing.credits import post_credit
 from billing.forms import CreditPostingForm
 from billing.models import (
@@ -32,7 +34,7 @@ from billing.models import (
 )
 from billing.money import format_money
 from billing.selectors import company_ledger, credit_summary
-from billing.services import TIMEZONE_CHANGE_HINT, BillingError, audit_changes, snapshot
+from core.errors import ServiceError
 
 # Staff edits of these are recorded in the audit trail with before and after.
 CREDIT_POLICY_FIELDS = ["low_balance_threshold", "overdraft_allowance", "monthly_spend_limit"]
@@ -256,7 +258,7 @@ class CompanyAdmin(AuditedAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 posting = post_credit(company=company, actor=request.user, **form.cleaned_data)
-            except BillingError as exc:
+            except ServiceError as exc:
                 form.add_error(None, exc.message)
             else:
                 entry = posting.entry

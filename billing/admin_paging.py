@@ -55,10 +55,8 @@ class CappedCountPaginator(Paginator):
 
 
 def table_estimate(queryset) -> int:
-    """The planner's row estimate of the queryset's table (0 when unknown or not PostgreSQL)."""
+    """The planner's row estimate of the queryset's table (0 when unknown)."""
     connection = connections[queryset.db]
-    if connection.vendor != "postgresql":
-        return 0
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",

@@ -1,7 +1,7 @@
 """API authentication, the request gate, tenant scoping, and the companies endpoint.
 
 Every API request passes :class:`APIKeyAuth` first: the bearer key is checked
-(billing.services.authenticate_api_key), then its rate limit (one cache
+(billing.api_keys.authenticate_api_key), then its rate limit (one cache
 increment), then the body's size and content type, all before the body is
 read or parsed. Views then ask :func:`company_for` which company they may act
 for: a company-scoped key only for its own, a platform key for any.
@@ -19,16 +19,10 @@ from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
 from ninja.security import HttpBearer
 
+from billing.api_keys import authenticate_api_key
+from billing.companies import resolve_company, upsert_company
 from billing.models import APIKey, Company
-from billing.services import (
-    AuthenticationFailed,
-    BillingError,
-    InvalidInput,
-    NotPermitted,
-    authenticate_api_key,
-    resolve_company,
-    upsert_company,
-)
+from core.errors import AuthenticationFailed, InvalidInput, NotPermitted, ServiceError
 
 
 class ApiError(Exception):
@@ -49,7 +43,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-# HTTP status of each service error code; any other BillingError is a 422.
+# HTTP status of each service error code; any other ServiceError is a 422.
 STATUS_BY_CODE = {
     "malformed_json": 400,
     "bad_request": 400,
@@ -63,7 +57,7 @@ STATUS_BY_CODE = {
 }
 
 
-def status_of(error: BillingError | ApiError) -> int:
+def status_of(error: ServiceError | ApiError) -> int:
     if isinstance(error, ApiError):
         return error.status
     return STATUS_BY_CODE.get(error.code, 422)

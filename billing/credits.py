@@ -1,10 +1,10 @@
 """Operator services that move credit: grants, purchases, refunds, adjustments, expiry.
 
-Each is one transaction that posts through billing.services (so lots, debt and
+Each is one transaction that posts through billing.ledger (so lots, debt and
 the balance stay consistent), records an audit event in the same transaction,
 and evaluates the low-balance alert (a credit may re-arm it, a debit fire it).
 
-Where credit goes (see billing.lots): purchases, refunds, positive adjustments
+Where credit goes (see billing.ledger): purchases, refunds, positive adjustments
 and positive usage corrections open a *paid* lot that never expires; grants a
 *promotional* lot; purchases and grants may carry an expiry. Every new lot first
 pays off the company's debt. Negative adjustments consume credit like usage.
@@ -22,16 +22,14 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from billing.alerts import evaluate_alerts
-from billing.models import Company, CreditBalance, CreditLot, LedgerEntry
+from billing.audit import record_audit
+from billing.ledger import Posting, post_entry, write_off_lot
+from billing.models import Company, CreditLot, LedgerEntry
 from billing.money import plain, quantize_amount
-from billing.services import BillingError, Posting, _post, post_entry, record_audit
+from core.errors import InvalidInput
 
 Kind = LedgerEntry.Kind
 CREDIT_KINDS = (Kind.PURCHASE, Kind.GRANT)
-
-
-class CreditValidationError(BillingError):
-    code = "validation_error"
 
 
 def grant_credits(
@@ -48,11 +46,9 @@ def grant_credits(
 ) -> Posting:
     """Add paid (`purchase`) or promotional (`grant`) credit, optionally expiring."""
     if kind not in CREDIT_KINDS:
-        raise CreditValidationError(
-            "kind must be purchase or grant.", fields={"kind": "purchase or grant"}
-        )
+        raise InvalidInput("kind must be purchase or grant.", fields={"kind": "purchase or grant"})
     if expires_at is not None and expires_at <= (now or timezone.now()):
-        raise CreditValidationError(
+        raise InvalidInput(
             "expires_at must be in the future.", fields={"expires_at": "must be in the future"}
         )
     return _operator_posting(
@@ -100,7 +96,7 @@ def adjust_credits(
     """A manual correction, + or -: positive opens a paid lot, negative consumes credit."""
     value = _amount(amount)
     if value == 0:
-        raise CreditValidationError("amount must not be zero.", fields={"amount": "not zero"})
+        raise InvalidInput("amount must not be zero.", fields={"amount": "not zero"})
     return _operator_posting(
         company=company,
         kind=Kind.ADJUSTMENT,
@@ -135,27 +131,27 @@ def post_credit(
     if kind in CREDIT_KINDS:
         return grant_credits(kind=kind, expires_at=expires_at, **common)
     if expires_at is not None:
-        raise CreditValidationError(
+        raise InvalidInput(
             "Only purchases and grants can expire.", fields={"expires_at": "not for this kind"}
         )
     if kind == Kind.REFUND:
         return refund_credits(**common)
     if kind == Kind.ADJUSTMENT:
         return adjust_credits(**common)
-    raise CreditValidationError(f"Unknown kind {kind!r}.", fields={"kind": "unknown"})
+    raise InvalidInput(f"Unknown kind {kind!r}.", fields={"kind": "unknown"})
 
 
 def _amount(amount: Decimal | str) -> Decimal:
     try:
         return quantize_amount(amount)
     except ValueError as exc:
-        raise CreditValidationError(str(exc), fields={"amount": str(exc)})
+        raise InvalidInput(str(exc), fields={"amount": str(exc)})
 
 
 def _positive(amount: Decimal | str) -> Decimal:
     value = _amount(amount)
     if value <= 0:
-        raise CreditValidationError("amount must be positive.", fields={"amount": "must be > 0"})
+        raise InvalidInput("amount must be positive.", fields={"amount": "must be > 0"})
     return value
 
 
@@ -171,7 +167,7 @@ def _operator_posting(
     expires_at: datetime | None = None,
 ) -> Posting:
     if not (reason or "").strip():
-        raise CreditValidationError("A reason is required.", fields={"reason": "is required"})
+        raise InvalidInput("A reason is required.", fields={"reason": "is required"})
     key = idempotency_key or f"{kind}:{uuid.uuid4()}"
     with transaction.atomic():
         posting = post_entry(
@@ -230,42 +226,24 @@ def due_lots(*, now: datetime, company: Company | None = None) -> QuerySet[Credi
 
 
 def expire_lot(*, lot_id: int, now: datetime | None = None) -> Expiry | None:
-    """Write off what is left of one expired lot, with one `expiry:<lot>` entry.
-
-    Takes the company's balance row lock before reading the lot, so it cannot
-    race a consumption, and a second host running the same expiry finds the
-    lot empty (and the idempotency key taken) and does nothing.
-    """
+    """Write off what is left of one expired lot (billing.ledger.write_off_lot), audited,
+    with its low-balance alert; None when there is nothing (left) to write off."""
     now = now or timezone.now()
     with transaction.atomic():
-        company_id = CreditLot.objects.values_list("company_id", flat=True).get(pk=lot_id)
-        CreditBalance.objects.select_for_update().filter(company_id=company_id).exists()
-        lot = CreditLot.objects.select_related("company").get(pk=lot_id)
-        if lot.remaining <= 0 or lot.expires_at is None or lot.expires_at > now:
+        posting = write_off_lot(lot_id, now=now)
+        if posting is None:
             return None
-        posting = _post(
-            company=lot.company,
-            kind=Kind.EXPIRY,
-            amount=-lot.remaining,
-            idempotency_key=f"expiry:{lot.pk}",
-            fields={
-                "reason": f"Unused credit of lot {lot.pk} expired at {lot.expires_at:%Y-%m-%d %H:%M} UTC",
-                "metadata": {"lot": lot.pk, "source_entry": lot.entry_id},
-            },
-        )
-        CreditLot.objects.filter(pk=lot.pk, remaining=lot.remaining).update(
-            expired=lot.expired + lot.remaining, remaining=Decimal(0)
-        )
+        entry = posting.entry
         record_audit(
             action="credit.expiry",
             actor_label="expire_credits",
-            company=lot.company,
-            obj=posting.entry,
-            after={"lot": lot.pk, "amount": plain(posting.entry.amount)},
+            company=entry.company,
+            obj=entry,
+            after={"lot": lot_id, "amount": plain(entry.amount)},
         )
         evaluate_alerts(
-            company=lot.company,
-            balance_before=posting.entry.balance_after - posting.entry.amount,
-            balance_after=posting.entry.balance_after,
+            company=entry.company,
+            balance_before=entry.balance_after - entry.amount,
+            balance_after=entry.balance_after,
         )
-    return Expiry(lot.pk, lot.company_id, lot.remaining, posting.entry.pk)
+    return Expiry(lot_id, entry.company_id, -entry.amount, entry.pk)

@@ -129,8 +129,8 @@ class Membership(models.Model):
 class ModelPrice(models.Model):
     """What one LLM model costs per million tokens during [effective_from, effective_to).
 
-    Periods of one model never overlap: an exclusion constraint on PostgreSQL
-    (migration 0002) and a trigger on SQLite refuse it in the database itself.
+    Periods of one model never overlap: an exclusion constraint (migration 0002)
+    refuses it in the database itself.
     """
 
     model = models.CharField(max_length=100, db_index=True)
@@ -169,7 +169,7 @@ class CreditBalance(models.Model):
     """A company's current balance: always the exact sum of its ledger.
 
     Kept in its own row (not on Company) so that editing a company in the
-    admin can never write back a stale balance. Only billing.services writes it,
+    admin can never write back a stale balance. Only billing.ledger writes it,
     with `balance = balance + delta` in the transaction that inserts the entry.
     """
 
@@ -355,7 +355,7 @@ class CreditLot(models.Model):
     """One parcel of credit (a purchase, grant, refund or other positive posting).
 
     Consumption draws from lots soonest-expiring first, then never-expiring,
-    oldest first among equals (billing.services._consume). Consumption that finds
+    oldest first among equals (billing.ledger). Consumption that finds
     no unexpired credit becomes `CreditBalance.debt`; the next lot opened pays the
     debt off first. So at every commit: balance == sum(remaining) - debt, and
     `remaining == amount - consumed - expired` with each part non-negative.
@@ -403,8 +403,10 @@ class CreditLot(models.Model):
                 condition=Q(consumed__gte=0) & Q(expired__gte=0) & Q(remaining__gte=0),
                 name="lot_parts_non_negative",
             ),
-            # remaining == amount - consumed - expired is a PostgreSQL-only CHECK
-            # (migration 0003): SQLite would do that arithmetic in floats.
+            models.CheckConstraint(
+                condition=Q(remaining=F("amount") - F("consumed") - F("expired")),
+                name="lot_parts_add_up",
+            ),
         ]
 
     def __str__(self) -> str:

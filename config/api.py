@@ -1,6 +1,6 @@
 """The JSON API at /api/v1/: the NinjaAPI instance, its auth, and its one error shape.
 
-Every error, whatever raised it (a service's BillingError, pydantic, the JSON
+Every error, whatever raised it (a service's ServiceError, pydantic, the JSON
 parser, the request gate, an unexpected bug), is answered as
 `{"error": {"code", "message", "fields"}}` with a fitting status: never an
 empty body, never an HTML page.
@@ -22,7 +22,7 @@ from ninja.parser import Parser
 
 from billing.api import ApiError, APIKeyAuth, status_of
 from billing.api import router as companies_router
-from billing.services import BillingError
+from core.errors import ServiceError
 from usage.api import router as usage_router
 from usage.schemas import NUL_REASON, nul_path, readable_errors, strict_json_loads
 
@@ -83,8 +83,8 @@ def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
     return error_response(request, exc.status, exc.code, exc.message, exc.fields, exc.headers)
 
 
-@api.exception_handler(BillingError)
-def _billing_error(request: HttpRequest, exc: BillingError) -> HttpResponse:
+@api.exception_handler(ServiceError)
+def _billing_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
     return error_response(request, status_of(exc), exc.code, exc.message, exc.fields)
 
 

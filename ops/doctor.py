@@ -188,20 +188,13 @@ _PG_COLUMNS = """
 
 
 def _live_columns(connection, cursor) -> dict[str, dict[str, LiveColumn]]:
-    """table -> column -> LiveColumn, in one catalog query on PostgreSQL."""
+    """table -> column -> LiveColumn, in one catalog query."""
     result: dict[str, dict[str, LiveColumn]] = {}
-    if connection.vendor == "postgresql":
-        cursor.execute(_PG_COLUMNS)
-        for table, name, sql_type, nullable, has_default in cursor.fetchall():
-            result.setdefault(table, {})[name] = LiveColumn(
-                name, normalise_type(sql_type), nullable, has_default
-            )
-        return result
-    for table in connection.introspection.table_names(cursor):
-        for info in connection.introspection.get_table_description(cursor, table):
-            result.setdefault(table, {})[info.name] = LiveColumn(
-                info.name, None, bool(info.null_ok), info.default is not None
-            )
+    cursor.execute(_PG_COLUMNS)
+    for table, name, sql_type, nullable, has_default in cursor.fetchall():
+        result.setdefault(table, {})[name] = LiveColumn(
+            name, normalise_type(sql_type), nullable, has_default
+        )
     return result
 
 
@@ -252,8 +245,8 @@ def _editor_sql(connection, build) -> list[str]:
     """The SQL Django's schema editor would run, collected instead of executed.
 
     The editor is not entered as a context manager: that would open a
-    transaction (and, on SQLite, refuse to run inside one); collecting needs
-    only its deferred statements, which are flushed here the same way.
+    transaction; collecting needs only its deferred statements, which are
+    flushed here the same way.
     """
     editor = connection.schema_editor(collect_sql=True, atomic=False)
     editor.deferred_sql = []
@@ -282,9 +275,7 @@ def _missing_table(connection, model) -> Finding:
 
 def _storage_findings_of(connection, table: str) -> list[Finding]:
     """The storage parameters a table created from scratch still needs."""
-    if connection.vendor != "postgresql":
-        return []
-    return [_storage_finding(p, None) for p in PG_STORAGE if p.table == table]
+    return [_storage_finding(p, None) for p in STORAGE if p.table == table]
 
 
 def _check_column(connection, model, f: Field, live: LiveColumn | None) -> list[Finding]:
@@ -326,8 +317,6 @@ def _known_auto_created_pk(model, f: Field, actual: str, expected: str) -> bool:
 
 
 def _expected_type(connection, f: Field) -> str | None:
-    if connection.vendor != "postgresql":
-        return None
     db_type = f.rel_db_type(connection) if f.is_relation else f.db_type(connection)
     return normalise_type(db_type) if db_type else None
 
@@ -604,19 +593,11 @@ _APPEND_ONLY = (
     "Rows can be updated or deleted, so the balance stops being the sum of an immutable "
     "history and nothing shows who changed money."
 )
-PG_GUARDS = [
+GUARDS = [
     Guard("model_price_no_overlap", "billing_modelprice", "constraint", _OVERLAP),
     Guard("ledger_append_only", "billing_ledgerentry", "trigger", _APPEND_ONLY),
     Guard("ledger_no_truncate", "billing_ledgerentry", "trigger", _APPEND_ONLY),
     Guard("audit_append_only", "billing_auditevent", "trigger", _APPEND_ONLY),
-]
-SQLITE_GUARDS = [
-    Guard("model_price_no_overlap_insert", "billing_modelprice", "trigger", _OVERLAP),
-    Guard("model_price_no_overlap_update", "billing_modelprice", "trigger", _OVERLAP),
-    Guard("ledger_no_update", "billing_ledgerentry", "trigger", _APPEND_ONLY),
-    Guard("ledger_no_delete", "billing_ledgerentry", "trigger", _APPEND_ONLY),
-    Guard("audit_no_update", "billing_auditevent", "trigger", _APPEND_ONLY),
-    Guard("audit_no_delete", "billing_auditevent", "trigger", _APPEND_ONLY),
 ]
 
 
@@ -625,8 +606,7 @@ def _guard_migration():
 
 
 def _check_guards(connection, cursor, tables: set[str]) -> list[Finding]:
-    guards = {"postgresql": PG_GUARDS, "sqlite": SQLITE_GUARDS}.get(connection.vendor, [])
-    guards = [g for g in guards if g.table in tables]
+    guards = [g for g in GUARDS if g.table in tables]
     if not guards:
         return []
     present = _present_guards(connection, cursor, {g.table for g in guards})
@@ -634,24 +614,18 @@ def _check_guards(connection, cursor, tables: set[str]) -> list[Finding]:
 
 
 def _present_guards(connection, cursor, tables: Iterable[str]) -> set[str]:
-    names: set[str] = set()
-    if connection.vendor == "postgresql":
-        cursor.execute(
-            "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgrelid::regclass::text = ANY(%s)"
-            " UNION SELECT conname FROM pg_constraint WHERE conrelid::regclass::text = ANY(%s)",
-            [list(tables), list(tables)],
-        )
-    else:
-        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
-    names.update(row[0] for row in cursor.fetchall())
-    return names
+    cursor.execute(
+        "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgrelid::regclass::text = ANY(%s)"
+        " UNION SELECT conname FROM pg_constraint WHERE conrelid::regclass::text = ANY(%s)",
+        [list(tables), list(tables)],
+    )
+    return {row[0] for row in cursor.fetchall()}
 
 
 def _guard_finding(connection, guard: Guard) -> Finding:
-    module = _guard_migration()
-    source = module.PG_FORWARD if connection.vendor == "postgresql" else module.SQLITE_FORWARD
+    source = _guard_migration().FORWARD
     sql = [_dedent(s) + ";" for s in source if re.search(rf"\b{guard.name}\b", s)]
-    if guard.kind == "trigger" and connection.vendor == "postgresql":
+    if guard.kind == "trigger":
         # The trigger function may be gone too; CREATE OR REPLACE is harmless if not.
         sql = [
             _dedent(s) + ";"
@@ -685,7 +659,7 @@ class StorageParameter:
     impact: str
 
 
-PG_STORAGE = [
+STORAGE = [
     StorageParameter(
         "usage_daily_rollup",
         "fillfactor",
@@ -699,9 +673,7 @@ PG_STORAGE = [
 
 def _check_storage(connection, cursor, tables: set[str]) -> list[Finding]:
     """Storage parameters a migration set (a table recreated by hand loses them)."""
-    if connection.vendor != "postgresql":
-        return []
-    wanted = [p for p in PG_STORAGE if p.table in tables]
+    wanted = [p for p in STORAGE if p.table in tables]
     if not wanted:
         return []
     cursor.execute(

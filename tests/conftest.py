@@ -7,22 +7,17 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.db.models.signals import post_migrate
 from django.utils import timezone
 
-from billing.dbutil import is_postgres  # noqa: F401 - tests import it from here
+from billing.ledger import post_entry
 from billing.models import Company, LedgerEntry, ModelPrice
-from billing.services import post_entry
-from usage.services import UsageEvent, record_usage, save_job
+from usage.events import UsageEvent
+from usage.jobs import save_job
+from usage.recording import record_usage
 
 _counter = itertools.count(1)
-
-requires_postgres = pytest.mark.skipif(
-    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
-    reason="needs PostgreSQL (exclusion constraints, triggers, row locks, advisory locks)",
-)
 
 
 def make_company(**kwargs) -> Company:
@@ -107,7 +102,7 @@ def _flushable_ledger(request):
     are set up after pytest-django's, so this teardown runs before the flush.)
     """
     yield
-    if not _is_transactional(request) or connection.vendor != "postgresql":
+    if not _is_transactional(request):
         return
     with connection.cursor() as cursor:
         cursor.execute("ALTER TABLE billing_ledgerentry DISABLE TRIGGER ledger_no_truncate")

@@ -8,18 +8,17 @@ usage.reconcile, and see which usage still needs a price.
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import Case, Exists, OuterRef, Q, When
-from django.db.models.fields import CharField, UUIDField
-from django.db.models.functions import Cast
+from django.db.models import Q, UUIDField
+from django.db.models.expressions import RawSQL
 from django.template.response import TemplateResponse
 from django.urls import path
 
 from billing.admin import ReadOnlyAdmin
 from billing.admin_paging import CappedCountMixin
-from billing.dbutil import is_postgres
 from billing.models import Company, ModelPrice
 from billing.money import plain
 from usage import inbox, selectors
+from usage.jobs import link_drafts, saved_job_sql
 from usage.models import (
     CostSource,
     Job,
@@ -28,8 +27,7 @@ from usage.models import (
     UsageDailyRollup,
     UsageStatus,
 )
-from usage.reconcile import UUID_TEXT, reconcile_selected_drafts
-from usage.services import link_drafts
+from usage.reconcile import reconcile_selected_drafts
 
 
 @admin.register(Job)
@@ -79,24 +77,11 @@ class PendingDraftFilter(admin.SimpleListFilter):
 
 
 def _with_saved_job(pending):
-    """Rows with a job of their company whose draft id, or own id, is the row's draft id."""
-    by_draft = Job.objects.filter(company=OuterRef("company"), draft_id=OuterRef("draft_job_id"))
-    if not is_postgres():
-        by_id = Job.objects.annotate(id_text=Cast("id", CharField())).filter(
-            company=OuterRef("company"), id_text=OuterRef("draft_job_id")
-        )
-        return pending.filter(Exists(by_draft) | Exists(by_id))
-    # On PostgreSQL compare uuid to uuid (a primary-key lookup) rather than
-    # casting every job id of the company to text for each pending row; only
-    # a draft id shaped like a uuid can be a job's own id (as in usage.reconcile).
-    pending = pending.annotate(
-        draft_uuid=Case(
-            When(draft_job_id__regex=UUID_TEXT, then=Cast("draft_job_id", UUIDField())),
-            default=None,
-        )
-    )
-    by_id = Job.objects.filter(company=OuterRef("company"), id=OuterRef("draft_uuid"))
-    return pending.filter(Exists(by_draft) | Exists(by_id))
+    """Rows whose draft belongs to a saved job already (the rule of usage.jobs)."""
+    table = QuestionGenerationUsage._meta.db_table
+    rule = saved_job_sql(f'"{table}"."company_id"', f'"{table}"."draft_job_id"')
+    saved_job = RawSQL(rule, (), output_field=UUIDField())
+    return pending.alias(saved_job=saved_job).filter(saved_job__isnull=False)
 
 
 class NeedsPriceFilter(admin.SimpleListFilter):

@@ -15,18 +15,17 @@ from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
 
 from billing.api import ApiError, company_for, is_same_company, status_of
+from billing.companies import resolve_companies
+from billing.errors import CompanyNotFound
 from billing.money import plain
-from billing.services import BillingError, CompanyNotFound, NotPermitted, resolve_companies
+from core.errors import NotPermitted, ServiceError
 from usage import inbox
+from usage.events import UsageEvent
 from usage.grouping import record_one
+from usage.jobs import save_job
 from usage.quota import quota_status
+from usage.recording import RecordResult, record_usage_batch
 from usage.schemas import UsageIn, event_from_payload
-from usage.services import (
-    RecordResult,
-    UsageEvent,
-    record_usage_batch,
-    save_job,
-)
 
 router = Router(tags=["usage"])
 
@@ -71,7 +70,7 @@ def usage_body(result: RecordResult) -> dict[str, Any]:
     }
 
 
-def error_body(error: BillingError | ApiError) -> dict[str, Any]:
+def error_body(error: ServiceError | ApiError) -> dict[str, Any]:
     return {"code": error.code, "message": error.message, "fields": error.fields}
 
 
@@ -110,7 +109,7 @@ def record_usage_batch_view(request: HttpRequest, payload: BatchIn):
             f"A batch holds at most {limit} events; this one has {len(payload.events)}.",
             fields={"events": f"at most {limit} events"},
         )
-    outcomes: list[RecordResult | BillingError | None] = [None] * len(payload.events)
+    outcomes: list[RecordResult | ServiceError | None] = [None] * len(payload.events)
     parsed = _parse_events(request, payload.events, outcomes)
     companies = _authorized_companies(request, parsed, outcomes)
     todo = [(i, e) for i, e in parsed if outcomes[i] is None]
@@ -130,7 +129,7 @@ def _parse_events(
     for index, item in enumerate(raw):
         try:
             parsed.append((index, event_from_payload(item, default_company=default)))
-        except BillingError as exc:
+        except ServiceError as exc:
             outcomes[index] = exc
     return parsed
 
@@ -160,7 +159,7 @@ def _keep_unknown_companies(raw: list[Any], outcomes: list) -> None:
         inbox.reject_many(unknown, source="batch")
 
 
-def _result_entry(index: int, outcome: RecordResult | BillingError | None) -> dict[str, Any]:
+def _result_entry(index: int, outcome: RecordResult | ServiceError | None) -> dict[str, Any]:
     if isinstance(outcome, RecordResult):
         return {
             "index": index,

@@ -5,7 +5,7 @@ the balance row lock held until COMMIT, COMMIT's flush to disk. A web process
 serves several requests at once on its threads (gunicorn gthread). When
 several of them record usage at the same moment, the first becomes the
 leader: it takes every event waiting, records them together with
-:func:`usage.services.record_usage_batch` in one transaction, and hands each
+:func:`usage.recording.record_usage_batch` in one transaction, and hands each
 thread its own outcome.
 
 - No timer: a group is whatever arrived while the previous group was being
@@ -33,10 +33,10 @@ from django.conf import settings
 from django.db import connection
 
 from billing.models import Company
-from billing.services import BillingError
-from usage.services import RecordResult, UsageEvent, record_usage, record_usage_batch
+from core.errors import ServiceError
+from usage.events import UsageEvent
+from usage.recording import Outcome, RecordResult, record_usage, record_usage_batch
 
-Outcome = RecordResult | BillingError
 logger = logging.getLogger(__name__)
 
 
@@ -69,7 +69,7 @@ class GroupCommit:
             return len(self._waiting)
 
     def record(self, event: UsageEvent, company: Company) -> RecordResult:
-        """Record `event` for `company` (already authorized); raises its BillingError.
+        """Record `event` for `company` (already authorized); raises its ServiceError.
 
         Inside a caller's transaction the event is recorded alone: a group's
         commit would otherwise wait for that transaction, and the other threads
@@ -92,7 +92,7 @@ class GroupCommit:
             self._lead(group)
         if slot.outcome is None:  # the group's transaction failed: alone, as ungrouped
             return record_usage(event, company=company)
-        if isinstance(slot.outcome, BillingError):
+        if isinstance(slot.outcome, ServiceError):
             raise slot.outcome
         return slot.outcome
 

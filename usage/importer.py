@@ -1,8 +1,9 @@
 """Importing usage exported from an existing system (CSV or JSON Lines).
 
 Every row goes through the same recording service as the API
-(:func:`usage.services.record_usage`), so an imported generation is validated,
-priced, rolled up and (unless ``debit=False``) debited exactly like a live one.
+(:func:`usage.recording.record_usage_batch`), so an imported generation is
+validated, priced, rolled up and (unless ``debit=False``) debited exactly like a
+live one. A dry run records each batch the same way and rolls it back.
 
 Decisions, documented in the README's "Operations" section:
 
@@ -28,7 +29,7 @@ Decisions, documented in the README's "Operations" section:
 
 Memory stays flat: the file is streamed (one pre-scan pass for the encoding,
 one pass to import), rows are recorded in batches, and only counters are kept.
-On PostgreSQL several forked workers can record at once (``workers``), each
+Several forked workers can record at once (``workers``), each
 streaming the file and taking the rows whose key hashes to it; see
 :func:`worker_of`.
 """
@@ -58,22 +59,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
+from billing.companies import resolve_company
+from billing.errors import CompanyNotFound
 from billing.models import Company
-from billing.services import BillingError, CompanyNotFound, IdempotencyConflict, resolve_company
-from usage.models import QuestionGenerationUsage
+from core.errors import ServiceError
+from usage.events import UsageEvent
+from usage.recording import Outcome, record_usage_batch
 from usage.schemas import NUL_REASON, nul_path, strict_json_loads
-from usage.services import (
-    RecordResult,
-    UsageEvent,
-    cost_for,
-    find_job_for,
-    fingerprint,
-    record_usage_batch,
-    validate_event,
-)
 
 NULLS = {"", "null", "none", "\\n"}
 # Source column -> our name. Our own names map to themselves.
@@ -391,9 +386,6 @@ class CompanyCache:
         return company
 
 
-Outcome = RecordResult | BillingError
-
-
 def record_batch(batch: list[tuple[UsageEvent, Company]], *, debit: bool) -> list[Outcome]:
     """Record a batch set-based; one outcome per event, in order."""
     events = [event for event, _ in batch]
@@ -401,41 +393,17 @@ def record_batch(batch: list[tuple[UsageEvent, Company]], *, debit: bool) -> lis
     return record_usage_batch(events, debit=debit, companies=companies)
 
 
-def check_batch(batch: list[tuple[UsageEvent, Company]], *, debit: bool) -> list[Outcome]:
-    """The dry run's stand-in for record_batch: the same checks, no writes."""
-    now = timezone.now()
-    outcomes: list[Outcome] = []
-    for event, company in batch:
-        try:
-            outcomes.append(_check_one(event, company, now))
-        except BillingError as exc:
-            outcomes.append(exc)
+def dry_run_batch(batch: list[tuple[UsageEvent, Company]], *, debit: bool) -> list[Outcome]:
+    """The dry run's batch: recorded exactly as an import would, then rolled back.
+
+    It reports what the import would do as the database stands. (It does not
+    see its own earlier batches, so a key repeated in a later batch of the file
+    reads as new there too.)
+    """
+    with transaction.atomic():
+        outcomes = record_batch(batch, debit=debit)
+        transaction.set_rollback(True)
     return outcomes
-
-
-def _check_one(event: UsageEvent, company: Company, now: datetime) -> RecordResult:
-    reported = validate_event(event, now=now)
-    find_job_for(company, job_id=event.job_id, draft_job_id=event.draft_job_id)
-    existing = QuestionGenerationUsage.objects.filter(
-        company=company, idempotency_key=event.idempotency_key
-    ).first()
-    if existing is not None:
-        if existing.request_fingerprint not in ("", fingerprint(event, company, reported)):
-            raise IdempotencyConflict(
-                f"Idempotency key {event.idempotency_key!r} was already used for a different usage event."
-            )
-        return RecordResult(usage=existing, created=False, balance=Decimal(0))
-    cost = reported
-    if cost is None:
-        cost, _ = cost_for(
-            model=event.model,
-            at=event.occurred_at or now,
-            prompt_tokens=event.prompt_tokens,
-            cached_prompt_tokens=event.cached_prompt_tokens,
-            completion_tokens=event.completion_tokens,
-        )
-    usage = QuestionGenerationUsage(company=company, cost=cost)
-    return RecordResult(usage=usage, created=True, balance=Decimal(0))
 
 
 # --- The import ------------------------------------------------------------------------------
@@ -452,7 +420,7 @@ class ImportOptions:
     rejects_path: Path | None = None
     assume_tz: str | None = None
     encoding: str | None = None  # override detection
-    # Processes recording at once (PostgreSQL; see _import_in_workers). 1: this process.
+    # Processes recording at once (see _import_in_workers). 1: this process.
     workers: int = 1
 
 
@@ -590,8 +558,8 @@ class _Run:
     def _flush(self, batch: list[Pending]) -> None:
         if not batch:
             return
-        record = check_batch if self.options.dry_run else record_batch
         valid = [parsed for _, _, parsed in batch if not isinstance(parsed, RowError)]
+        record = dry_run_batch if self.options.dry_run else record_batch
         outcomes = iter(record(valid, debit=self.options.debit))
         for line, raw, parsed in batch:
             outcome = parsed if isinstance(parsed, RowError) else next(outcomes)
@@ -603,7 +571,7 @@ class _Run:
     def _count(self, line: int, raw, outcome: Outcome | RowError) -> None:
         if isinstance(outcome, RowError):
             self._reject(line, str(outcome), raw)
-        elif isinstance(outcome, BillingError):
+        elif isinstance(outcome, ServiceError):
             self._reject(line, f"{outcome.code}: {outcome.message}", raw)
         elif outcome.created:
             self.summary.imported += 1
@@ -655,14 +623,9 @@ def worker_of(raw: dict[str, Any] | RowError, workers: int) -> int:
 
 
 def _use_workers(options: ImportOptions) -> bool:
-    """Workers only where they can work: PostgreSQL, a real import, no open transaction
-    (a worker's connection could not see what the caller has not committed)."""
-    return (
-        options.workers > 1
-        and not options.dry_run
-        and connection.vendor == "postgresql"
-        and not connection.in_atomic_block
-    )
+    """Workers only where they can work: a real import, no open transaction (a worker's
+    connection could not see what the caller has not committed)."""
+    return options.workers > 1 and not options.dry_run and not connection.in_atomic_block
 
 
 _COUNTS = ("rows", "imported", "replayed", "rejected", "unpriced", "total_cost")

@@ -15,13 +15,14 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from billing.services import BillingError, record_audit
+from billing.audit import record_audit
+from core.errors import ServiceError
 from usage.models import RejectedEvent
+from usage.recording import record_usage
 from usage.schemas import event_from_payload
-from usage.services import record_usage
 
 
-def _rejected(payload: Any, error: BillingError, source: str) -> RejectedEvent:
+def _rejected(payload: Any, error: ServiceError, source: str) -> RejectedEvent:
     body = payload if isinstance(payload, dict) else {"payload": payload}
     return RejectedEvent(
         source=source,
@@ -33,14 +34,14 @@ def _rejected(payload: Any, error: BillingError, source: str) -> RejectedEvent:
     )
 
 
-def reject(*, payload: Any, error: BillingError, source: str = "api") -> RejectedEvent:
+def reject(*, payload: Any, error: ServiceError, source: str = "api") -> RejectedEvent:
     """Keep one refused event (call it when the refusal is a mapping problem)."""
     rejected = _rejected(payload, error, source)
     rejected.save()
     return rejected
 
 
-def reject_many(items: list[tuple[Any, BillingError]], *, source: str) -> None:
+def reject_many(items: list[tuple[Any, ServiceError]], *, source: str) -> None:
     RejectedEvent.objects.bulk_create([_rejected(p, e, source) for p, e in items])
 
 
@@ -84,7 +85,7 @@ def _replay_one(rejected: RejectedEvent, *, actor) -> bool:
                 obj=rejected,
                 after={"usage_id": str(result.usage.pk), "created": result.created},
             )
-    except BillingError as exc:
+    except ServiceError as exc:
         RejectedEvent.objects.filter(pk=rejected.pk, state=RejectedEvent.State.OPEN).update(
             error_code=exc.code, reason=exc.message
         )

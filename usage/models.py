@@ -13,8 +13,8 @@ import uuid
 from django.db import models
 from django.db.models import F, Q
 
-from billing.ids import uuid7
 from billing.models import AmountField, Company, ModelPrice
+from core.ids import uuid7
 
 INT32_MAX = 2_147_483_647
 

@@ -1,8 +1,8 @@
 """Re-pricing recorded usage: price what was unpriced, correct what a bad price priced.
 
 `manage.py reprice_usage` calls :func:`reprice_usage`. A row is priced with
-the model price in effect at its `occurred_at` (usage.services.cost_for, the
-same rule as recording). For each row that changes, in one transaction per
+the model price in effect at its `occurred_at` (billing.prices, the same rule
+as recording). For each row that changes, in one transaction per
 company batch, in the house lock order (usage rows, rollup, balance):
 
 - unpriced -> priced: cost and price reference set, the row's first USAGE
@@ -30,12 +30,13 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.models import Count, QuerySet
 
+from billing.audit import record_audit
+from billing.ledger import post_entry
 from billing.models import Company, LedgerEntry
 from billing.money import plain
-from billing.services import post_entry, record_audit
+from billing.prices import PriceBook, cost_at
 from usage import rollup
 from usage.models import CostSource, QuestionGenerationUsage
-from usage.services import cost_for
 
 DEFAULT_BATCH_SIZE = 1000
 LOCK_NAME = "usage.reprice_usage"
@@ -177,17 +178,18 @@ def _reprice_company(rows, summary, apply, batch_size, actor, actor_label) -> No
 
 def _plan(rows: list[dict], summary: CompanyReprice) -> list[_Change]:
     changes = []
+    prices = PriceBook({row["model"] for row in rows})
     for row in rows:
-        cost, price = cost_for(
-            model=row["model"],
-            at=row["occurred_at"],
+        price = prices.in_effect(row["model"], row["occurred_at"])
+        if price is None:
+            summary.still_unpriced += row["cost_source"] == CostSource.UNPRICED
+            continue
+        cost = cost_at(
+            price,
             prompt_tokens=row["prompt_tokens"],
             cached_prompt_tokens=row["cached_prompt_tokens"],
             completion_tokens=row["completion_tokens"],
         )
-        if price is None:
-            summary.still_unpriced += row["cost_source"] == CostSource.UNPRICED
-            continue
         if row["cost_source"] == CostSource.PRICED and (row["cost"], row["price_id"]) == (
             cost,
             price.pk,

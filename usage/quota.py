@@ -13,8 +13,8 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from billing.ledger import current_balance
 from billing.models import Company
-from billing.services import current_balance
 from usage.selectors import month_to_date_totals
 
 

@@ -2,24 +2,23 @@
 
 Usage recorded while its job was a draft is stored with `job = NULL` under
 the draft id (status `draft`, or `abandoned` once old). Saving the job links
-it at once (usage.services.save_job); this module catches what that missed
+it at once (usage.jobs.save_job); this module catches what that missed
 (a lost or late save call) for `manage.py reconcile_drafts` and the admin.
 
-A pending draft `(company, draft_job_id)` belongs to a saved job of the SAME
-company whose own id (as text) or whose `draft_id` equals the draft id; the
-job's own id wins if both exist. A draft with no job whose newest pending
-usage is older than the cutoff is abandoned: still billed, still linkable.
+Which saved job a pending draft `(company, draft_job_id)` belongs to is the
+rule of usage.jobs (:func:`usage.jobs.saved_job_sql`). A draft with no job
+whose newest pending usage is older than the cutoff is abandoned: still
+billed, still linkable.
 
-On PostgreSQL each keyset batch of pending rows (sized to take ~50 ms at the
+Each keyset batch of pending rows (sized to take BATCH_TARGET_SECONDS at the
 pace just measured, at most `batch_size` rows), taken in
 `(company_id, draft_job_id, id)` order from the partial index of pending
 drafts, is ONE statement in its own short transaction: it plans the batch,
-`UPDATE ... FROM`s the rows, applies the rollup delta set-based
-(`INSERT ... SELECT ... ON CONFLICT DO UPDATE`) and returns the batch's counts.
-Nothing is pulled into Python, memory stays flat, and a run that dies leaves
-every batch fully applied or not at all; the next run finishes the job. A dry
-run executes the same planning query and only counts. SQLite (the demo
-database) takes a simple per-draft path through usage.services.link_drafts.
+`UPDATE ... FROM`s the rows, moves their rollup buckets set-based
+(usage.rollup.MOVE_STATUS) and returns the batch's counts. Nothing is pulled
+into Python, memory stays flat, and a run that dies leaves every batch fully
+applied or not at all; the next run finishes the job. A dry run executes the
+same planning query and only counts.
 """
 
 from __future__ import annotations
@@ -35,24 +34,20 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from billing.dbutil import is_postgres
 from billing.models import Company
 from billing.money import plain
 from usage import rollup
-from usage.models import Job, QuestionGenerationUsage, UsageStatus
+from usage.jobs import saved_job_sql
+from usage.models import QuestionGenerationUsage
 
 USAGE = QuestionGenerationUsage._meta.db_table
-JOB = Job._meta.db_table
-# What `job.id::text` looks like: only a draft id of this shape can be a job's own id.
-UUID_TEXT = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-# Batches are sized by time: a batch holds its row locks (and the rollup and
-# balance rows behind them) until it commits. The first batch has
-# FIRST_BATCH_SIZE rows (at most `batch_size`); each next one aims at
-# BATCH_TARGET_SECONDS at the pace just measured, at most doubling, between
-# MIN_BATCH_SIZE and `batch_size` (the largest batch). The pace varies several
-# times over from one batch to the next (cached or cold pages), so the target
-# is half the 250 ms a batch may take: at 100 ms the longest batch of a 200,000-
-# row run at 10M rows was 430-650 ms, at 50 ms 153-193 ms, at no cost in rows/s.
+# Batches are sized by time: a batch holds its row locks (and the rollup rows
+# behind them) until it commits. The first batch has FIRST_BATCH_SIZE rows (at
+# most `batch_size`); each next one aims at BATCH_TARGET_SECONDS at the pace
+# just measured, at most doubling, between MIN_BATCH_SIZE and `batch_size` (the
+# largest batch). The pace of one batch to the next varies several times over
+# (cached or cold pages), so the target is a fifth of the 250 ms a batch may
+# hold its locks (docs/performance.md has the runs that set it).
 DEFAULT_BATCH_SIZE = 5000
 FIRST_BATCH_SIZE = 500
 BATCH_TARGET_SECONDS = 0.05
@@ -108,7 +103,7 @@ class ReconcileReport:
         self.max_batch_seconds = max(self.max_batch_seconds, batch.duration_seconds)
 
 
-# --- The batch statement (PostgreSQL) ----------------------------------------------
+# --- The batch statement ------------------------------------------------------------
 
 _BATCH = f"""
 SELECT u.id, u.company_id, u.draft_job_id, u.status, u.occurred_on, u.model,
@@ -142,14 +137,7 @@ WITH batch AS ({{batch}}),
 drafts AS (SELECT DISTINCT company_id, draft_job_id FROM batch),
 matched AS MATERIALIZED (  -- once per draft, not per row
     SELECT d.company_id, d.draft_job_id,
-           COALESCE(
-               (SELECT j.id FROM {JOB} j
-                 WHERE j.company_id = d.company_id
-                   AND j.id = CASE WHEN d.draft_job_id ~ %(uuid_text)s
-                                   THEN d.draft_job_id::uuid END),
-               (SELECT j.id FROM {JOB} j
-                 WHERE j.company_id = d.company_id AND j.draft_id = d.draft_job_id)
-           ) AS job_id
+           {saved_job_sql("d.company_id", "d.draft_job_id")} AS job_id
       FROM drafts d
 ),
 judged AS MATERIALIZED (  -- staleness only matters for drafts without a job
@@ -184,27 +172,7 @@ moved AS (
            u.status AS new_status, u.question_count, u.prompt_tokens,
            u.cached_prompt_tokens, u.completion_tokens, u.cost
 ),
-signed AS (
-    SELECT company_id, occurred_on, model, old_status AS status, -1 AS sign,
-           question_count, prompt_tokens, cached_prompt_tokens, completion_tokens, cost
-      FROM moved
-    UNION ALL
-    SELECT company_id, occurred_on, model, new_status, 1,
-           question_count, prompt_tokens, cached_prompt_tokens, completion_tokens, cost
-      FROM moved
-),
-upserted AS (
-    INSERT INTO {rollup.TABLE} ({rollup.COLUMNS})
-    SELECT company_id, occurred_on, model, status, sum(sign),
-           sum(sign * question_count), sum(sign * prompt_tokens),
-           sum(sign * cached_prompt_tokens), sum(sign * completion_tokens),
-           COALESCE(sum(sign * cost), 0), sum(CASE WHEN cost IS NULL THEN sign ELSE 0 END)
-      FROM signed
-     GROUP BY company_id, occurred_on, model, status
-     ORDER BY company_id, occurred_on, model, status
-    {rollup.ON_CONFLICT_ADD}
-    RETURNING 1
-),
+{rollup.MOVE_STATUS},
 """
 # Dry run: the same plan, only counted.
 _COUNT_ONLY = """
@@ -281,7 +249,7 @@ def _run_batch(sql: str, params: dict) -> tuple[tuple | None, ReconcileReport]:
     return last_key, batch
 
 
-def _reconcile_postgres(
+def _reconcile_batches(
     report: ReconcileReport,
     *,
     scope: str,
@@ -294,7 +262,6 @@ def _reconcile_postgres(
     params = {
         **scope_params,
         "limit": min(batch_size, FIRST_BATCH_SIZE),
-        "uuid_text": UUID_TEXT,
         "cutoff": cutoff,
         "now": now,
         "after_company": None,
@@ -324,77 +291,6 @@ def next_batch_size(size: int, seconds: float, largest: int) -> int:
     return max(min(MIN_BATCH_SIZE, largest), min(paced, size * 2, largest))
 
 
-# --- SQLite: correct, not fast ------------------------------------------------------
-
-
-def _job_for_draft(company_id: uuid.UUID, draft: str) -> Job | None:
-    try:
-        job = Job.objects.filter(company_id=company_id, pk=uuid.UUID(draft)).first()
-    except ValueError:
-        job = None
-    if job is None or str(job.pk) != draft:
-        job = Job.objects.filter(company_id=company_id, draft_id=draft).first()
-    return job
-
-
-def _reconcile_python(
-    report: ReconcileReport,
-    *,
-    pending,
-    cutoff: datetime | None,
-    now: datetime,
-    on_batch: Callable[[ReconcileReport], None] | None,
-) -> None:
-    """One transaction per draft (SQLite has one writer; speed is not the point)."""
-    from usage.services import link_drafts  # services imports nothing from here
-
-    keys = sorted(set(pending.values_list("company_id", "draft_job_id")), key=str)
-    for company_id, draft in keys:
-        started = time.monotonic()
-        rows = QuestionGenerationUsage.objects.filter(
-            company_id=company_id, draft_job_id=draft, job__isnull=True
-        )
-        job = _job_for_draft(company_id, draft)
-        with transaction.atomic():
-            if job is not None:
-                _count(report, "reconciled", rows)
-                if not report.dry_run:
-                    link_drafts(company=Company(pk=company_id), job=job, now=now)
-            else:
-                _count(report, "pending", rows)
-                if cutoff is not None and not rows.filter(occurred_at__gte=cutoff).exists():
-                    _abandon_python(report, rows.filter(status=UsageStatus.DRAFT), now)
-        report.batches += 1
-        report.scanned_rows = report.reconciled_rows + report.pending_rows
-        report.max_batch_seconds = max(report.max_batch_seconds, time.monotonic() - started)
-        if on_batch is not None:
-            on_batch(report)
-
-
-def _count(report: ReconcileReport, prefix: str, rows: Iterable[QuestionGenerationUsage]) -> None:
-    costs = [row.cost for row in rows]
-    if not costs:
-        return
-    setattr(report, f"{prefix}_rows", getattr(report, f"{prefix}_rows") + len(costs))
-    setattr(report, f"{prefix}_drafts", getattr(report, f"{prefix}_drafts") + 1)
-    total = sum((c for c in costs if c is not None), Decimal(0))
-    setattr(report, f"{prefix}_cost", getattr(report, f"{prefix}_cost") + total)
-
-
-def _abandon_python(report: ReconcileReport, rows, now: datetime) -> None:
-    rows = list(rows.select_for_update())
-    _count(report, "abandoned", rows)
-    if report.dry_run or not rows:
-        return
-    deltas = rollup.Deltas()
-    for row in rows:
-        deltas.add(row, -1)
-        row.status, row.abandoned_at = UsageStatus.ABANDONED, now
-        deltas.add(row, +1)
-    QuestionGenerationUsage.objects.bulk_update(rows, ["status", "abandoned_at"])
-    rollup.apply(deltas)
-
-
 # --- The services -------------------------------------------------------------------
 
 
@@ -420,14 +316,10 @@ def reconcile_drafts(
     now = now or timezone.now()
     cutoff = now - timedelta(days=days)
     scope, scope_params = ("company", {"company": company.pk}) if company else ("all", {})
-    pending = QuestionGenerationUsage.objects.filter(job__isnull=True)
-    if company is not None:
-        pending = pending.filter(company=company)
     return _run(
         dry_run=dry_run,
         scope=scope,
         scope_params=scope_params,
-        pending=pending,
         batch_size=batch_size,
         cutoff=cutoff,
         now=now,
@@ -450,7 +342,6 @@ def reconcile_selected_drafts(
         dry_run=False,
         scope="drafts_of",
         scope_params={"ids": ids},
-        pending=QuestionGenerationUsage.objects.filter(pk__in=ids, job__isnull=True),
         batch_size=batch_size,
         cutoff=None,
         now=now or timezone.now(),
@@ -463,7 +354,6 @@ def _run(
     dry_run: bool,
     scope: str,
     scope_params: dict,
-    pending,
     batch_size: int,
     cutoff: datetime | None,
     now: datetime,
@@ -471,17 +361,14 @@ def _run(
 ) -> ReconcileReport:
     started = time.monotonic()
     report = ReconcileReport(dry_run=dry_run)
-    if is_postgres():
-        _reconcile_postgres(
-            report,
-            scope=scope,
-            scope_params=scope_params,
-            batch_size=batch_size,
-            cutoff=cutoff,
-            now=now,
-            on_batch=on_batch,
-        )
-    else:
-        _reconcile_python(report, pending=pending, cutoff=cutoff, now=now, on_batch=on_batch)
+    _reconcile_batches(
+        report,
+        scope=scope,
+        scope_params=scope_params,
+        batch_size=batch_size,
+        cutoff=cutoff,
+        now=now,
+        on_batch=on_batch,
+    )
     report.duration_seconds = time.monotonic() - started
     return report

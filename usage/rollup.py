@@ -1,9 +1,12 @@
 """Keeps `usage_daily_rollup` exactly equal to the raw usage rows.
 
-Every service that inserts usage or changes a row's status, cost or day calls
-:func:`apply` in the same transaction with the signed difference it made. The
-upsert is one `INSERT ... ON CONFLICT DO UPDATE` (PostgreSQL and SQLite both
-speak it), so concurrent writers add to the same bucket without lost updates.
+Every service that inserts usage or changes a row's status, cost or day moves
+the rows' buckets in the same transaction, by the signed difference it made:
+:func:`apply` for differences gathered in Python, or one of the SQL fragments
+below inside the statement that changed the rows. Each is an
+`INSERT ... ON CONFLICT DO UPDATE` that adds to the bucket, so concurrent
+writers never lose an update; buckets are locked in one order (company id,
+day, then model and status by code point), so they never deadlock.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from decimal import Decimal
 
 from django.db import connection
 
-from billing.dbutil import param
 from usage.models import QuestionGenerationUsage, UsageDailyRollup
 
 Bucket = tuple[uuid.UUID, date, str, str]  # company_id, day, model, status
@@ -109,8 +111,8 @@ def apply(deltas: Deltas) -> None:
     """Add the deltas to their buckets (call inside the writer's transaction)."""
     params = [
         (
-            param(UsageDailyRollup, "company", company_id),
-            param(UsageDailyRollup, "day", day),
+            company_id,
+            day,
             model,
             status,
             t.generations,
@@ -118,7 +120,7 @@ def apply(deltas: Deltas) -> None:
             t.prompt_tokens,
             t.cached_prompt_tokens,
             t.completion_tokens,
-            param(UsageDailyRollup, "cost", t.cost),
+            t.cost,
             t.unpriced,
         )
         for (company_id, day, model, status), t in deltas.items()
@@ -138,8 +140,8 @@ def add_rows(rows: Iterable[QuestionGenerationUsage], sign: int = 1) -> None:
 
 # The same upsert fed by a data-modifying CTE named `inserted` (the usage rows an
 # `INSERT ... RETURNING` just wrote), so that recording is one round trip for
-# the usage rows and their buckets (PostgreSQL only). Buckets are locked in the
-# order `Deltas.items` uses: company id, day, then model and status by code point.
+# the usage rows and their buckets. Buckets are locked in the order
+# `Deltas.items` uses: company id, day, then model and status by code point.
 FROM_INSERTED = f"""
 INSERT INTO {TABLE} ({COLUMNS})
 SELECT company_id, occurred_on, model, status, count(*), sum(question_count),
@@ -149,3 +151,33 @@ SELECT company_id, occurred_on, model, status, count(*), sum(question_count),
  GROUP BY company_id, occurred_on, model, status
  ORDER BY company_id, occurred_on, model COLLATE "C", status COLLATE "C"
 {ON_CONFLICT_ADD}"""
+
+
+# The CTEs that move the buckets of rows whose status changed, fed by a
+# data-modifying CTE named `moved` that returns each changed row's company_id,
+# occurred_on, model, old_status, new_status, question_count, prompt_tokens,
+# cached_prompt_tokens, completion_tokens and cost: minus the row from its old
+# bucket, plus it in its new one. Linking drafts (usage.jobs) and reconciling
+# them (usage.reconcile) both end with it; `upserted` returns one row per bucket.
+MOVE_STATUS = f"""
+signed AS (
+    SELECT company_id, occurred_on, model, old_status AS status, -1 AS sign,
+           question_count, prompt_tokens, cached_prompt_tokens, completion_tokens, cost
+      FROM moved
+    UNION ALL
+    SELECT company_id, occurred_on, model, new_status, 1,
+           question_count, prompt_tokens, cached_prompt_tokens, completion_tokens, cost
+      FROM moved
+),
+upserted AS (
+    INSERT INTO {TABLE} ({COLUMNS})
+    SELECT company_id, occurred_on, model, status, sum(sign),
+           sum(sign * question_count), sum(sign * prompt_tokens),
+           sum(sign * cached_prompt_tokens), sum(sign * completion_tokens),
+           COALESCE(sum(sign * cost), 0), sum(CASE WHEN cost IS NULL THEN sign ELSE 0 END)
+      FROM signed
+     GROUP BY company_id, occurred_on, model, status
+     ORDER BY company_id, occurred_on, model COLLATE "C", status COLLATE "C"
+    {ON_CONFLICT_ADD}
+    RETURNING 1
+)"""

@@ -4,7 +4,7 @@ Used by the API (single and batch endpoints) and by the rejected-events inbox,
 so a payload is read the same way wherever it comes from. The schema only
 checks *types*; the rules (non-negative, int32, cached <= prompt, offsets on
 timestamps, the future-skew limit) are the recording service's, in
-usage.services.validate_event, so their messages reach the caller unchanged.
+usage.events.validate_event, so their messages reach the caller unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel, Field, StrictInt
 
-from usage.services import UsageEvent, UsageValidationError
+from core.errors import InvalidInput
+from usage.events import UsageEvent
 
 # Readable reasons for pydantic's error types (the rest keep pydantic's message).
 _REASONS = {
@@ -86,9 +87,9 @@ def readable_errors(errors: Iterable[dict], *, skip: int = 0) -> dict[str, str]:
     return fields
 
 
-def validation_error(fields: dict[str, str], what: str = "usage event") -> UsageValidationError:
+def validation_error(fields: dict[str, str], what: str = "usage event") -> InvalidInput:
     detail = "; ".join(f"{name} {reason}" for name, reason in fields.items())
-    return UsageValidationError(f"Invalid {what}: {detail}", fields=fields)
+    return InvalidInput(f"Invalid {what}: {detail}", fields=fields)
 
 
 def nul_path(value: Any, skip_keys: frozenset[str] = frozenset()) -> str | None:
@@ -139,7 +140,7 @@ NUL_REASON = "must not contain NUL (\\u0000) characters"
 
 
 def event_from_payload(payload: Any, *, default_company: str | None = None) -> UsageEvent:
-    """Read one JSON event; UsageValidationError naming the fields if its types are wrong."""
+    """Read one JSON event; InvalidInput naming the fields if its types are wrong."""
     if not isinstance(payload, dict):
         raise validation_error({"event": "must be a JSON object"})
     if (where := nul_path(payload)) is not None:

@@ -29,8 +29,8 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from billing.dbutil import is_postgres, json_rows, recordset
 from billing.models import AmountField, Company, LedgerEntry
+from core.sql import json_rows, recordset
 from usage.models import CostSource, Job, QuestionGenerationUsage, UsageDailyRollup, UsageStatus
 
 
@@ -69,23 +69,12 @@ def month_to_date_spend_by_company(companies: list[Company], now: datetime | Non
     for company in companies:
         today = timezone.localtime(now or timezone.now(), company.tz).date()
         windows[company.pk] = (today.replace(day=1), today)
-    if is_postgres():
-        totals = _month_spend_sql(windows)
-    else:
-        window = Q()
-        for company_id, (first, last) in windows.items():
-            window |= Q(company_id=company_id, day__gte=first, day__lte=last)
-        totals = dict(
-            UsageDailyRollup.objects.filter(window)
-            .values("company_id")
-            .annotate(total=Sum("cost"))
-            .values_list("company_id", "total")
-        )
+    totals = _month_spend_sql(windows)
     return {company.pk: totals.get(company.pk) or Decimal(0) for company in companies}
 
 
 def _month_spend_sql(windows: dict) -> dict:
-    """PostgreSQL: each company's window joined to the rollup's (company, day) index.
+    """Each company's window joined to the rollup's (company, day) index.
 
     One OR branch per company made a BitmapOr of as many index scans plus a
     recheck of every bucket: 13-15 ms for the ~60 limited companies of a
@@ -493,7 +482,7 @@ def ledger_rows(
 # --- CSV of every generation, written by PostgreSQL itself ---------------------------
 #
 # A million-row export spends most of its time turning rows into Python objects
-# and back into text. On PostgreSQL, COPY ... TO STDOUT writes the same CSV as
+# and back into text. COPY ... TO STDOUT writes the same CSV as
 # usage.tables.csv_lines (same columns, same text for instants and amounts; a
 # test compares the two byte for byte) straight from a streaming cursor.
 
@@ -521,7 +510,7 @@ COPY (
 
 
 def generation_csv_copy(company: Company, f: UsageFilters) -> tuple[str, dict]:
-    """The COPY statement and parameters for the generation grouping's CSV (PostgreSQL)."""
+    """The COPY statement and parameters for the generation grouping's CSV."""
     since, until = local_range_utc(company, f.start, f.end)
     params: dict = {"tz": company.timezone, "company": company.pk, "since": since, "until": until}
     filters = []

@@ -4,7 +4,7 @@ A company's usage is bucketed by local day (`occurred_on`) when it is recorded,
 and the daily rollup, month-to-date spend, monthly limits and alerts all read
 those days. So the time zone is changed here, in one transaction that also
 moves every row to its new local day and rebuilds the company's rollup from
-the raw rows (set-based on PostgreSQL). The API and the admin refuse a plain
+the raw rows, set-based. The API and the admin refuse a plain
 edit once usage exists and point here.
 
 An event recorded concurrently by a request that read the old zone may land
@@ -18,11 +18,10 @@ from dataclasses import dataclass
 
 from django.db import connection, transaction
 
+from billing.audit import record_audit
 from billing.models import Company, validate_timezone
-from billing.services import record_audit
 from usage import rollup
 from usage.models import QuestionGenerationUsage, UsageDailyRollup
-from usage.services import local_day
 
 USAGE = QuestionGenerationUsage._meta.db_table
 ROLLUP = UsageDailyRollup._meta.db_table
@@ -62,10 +61,7 @@ def change_company_timezone(
         company = Company.objects.select_for_update().get(pk=company.pk)
         old = company.timezone
         company.timezone = timezone_name
-        if connection.vendor == "postgresql":
-            moved = _rebucket_in_sql(company)
-        else:
-            moved = _rebucket_in_python(company)
+        moved = _rebucket(company)
         company.save(update_fields=["timezone", "updated_at"])
         record_audit(
             action="company.timezone",
@@ -81,7 +77,7 @@ def change_company_timezone(
     return TimezoneChange(old=old, new=timezone_name, moved_rows=moved)
 
 
-def _rebucket_in_sql(company: Company) -> int:
+def _rebucket(company: Company) -> int:
     params = {"tz": company.timezone, "company": company.pk}
     with connection.cursor() as cursor:
         cursor.execute(_MOVE_ROWS, params)
@@ -92,15 +88,3 @@ def _rebucket_in_sql(company: Company) -> int:
         cursor.execute(f"DELETE FROM {ROLLUP} WHERE company_id = %(company)s", params)
         cursor.execute(_REBUILD_ROLLUP, params)
     return moved
-
-
-def _rebucket_in_python(company: Company) -> int:
-    """SQLite (the demo database) has no AT TIME ZONE: the same, row by row."""
-    rows = list(QuestionGenerationUsage.objects.filter(company=company))
-    moved = [r for r in rows if r.occurred_on != local_day(company, r.occurred_at)]
-    for row in moved:
-        row.occurred_on = local_day(company, row.occurred_at)
-    QuestionGenerationUsage.objects.bulk_update(moved, ["occurred_on"], batch_size=500)
-    UsageDailyRollup.objects.filter(company=company).delete()
-    rollup.add_rows(rows)
-    return len(moved)

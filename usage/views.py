@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
-from django.db import connection, connections, router
+from django.db import connections, router
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
@@ -155,7 +155,7 @@ def _usage(request: HttpRequest, company: Company) -> dict | HttpResponseBase:
 
 
 def _usage_csv(company: Company, filters: selectors.UsageFilters) -> StreamingHttpResponse:
-    if filters.group == "generation" and connection.vendor == "postgresql":
+    if filters.group == "generation":
         chunks = _copy_chunks(*selectors.generation_csv_copy(company, filters))
     else:
         rows = selectors.usage_rows(company, filters, chunk_size=CSV_CHUNK)

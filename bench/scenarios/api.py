@@ -1,7 +1,7 @@
 """5 and 6. The ingestion API through gunicorn on loopback, and its pgbench lower bound.
 
 The harness starts gunicorn itself (config.wsgi, gthread workers, CONN_MAX_AGE
-on), creates API keys through billing.services.create_api_key, and drives
+on), creates API keys through billing.api_keys.create_api_key, and drives
 load from threads that each keep one http.client connection alive. Bounded
 in time and count, loopback only. The lower bound is pgbench running the same
 SQL transaction (insert usage row, upsert rollup, update balance, insert
@@ -196,8 +196,8 @@ def _event(company: str, jobs: list[str], run: str, n: int) -> dict:
 
 
 def _keys(hot: str) -> tuple[str, str]:
+    from billing.api_keys import create_api_key
     from billing.models import Company
-    from billing.services import create_api_key
 
     _, hot_secret = create_api_key(name="bench hot", company=Company.objects.get(pk=hot))
     _, platform_secret = create_api_key(name="bench platform")

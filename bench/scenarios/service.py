@@ -68,8 +68,9 @@ def commit_ms(repeat: int) -> float:
 
 def record_usage_service(ctx: Context) -> Result:
     from billing.models import Company
+    from usage.events import UsageEvent
     from usage.models import Job
-    from usage.services import UsageEvent, record_usage
+    from usage.recording import record_usage
 
     company = Company.objects.get(pk=ctx.largest)
     jobs = [str(pk) for pk in Job.objects.filter(company=company).values_list("pk", flat=True)[:50]]

@@ -1,15 +1,14 @@
 """Guards that live in the database itself, below the ORM and the admin.
 
-- model prices: periods of one model never overlap (PostgreSQL: an exclusion
-  constraint over tstzrange with btree_gist; SQLite: BEFORE INSERT/UPDATE
-  triggers that abort);
+- model prices: periods of one model never overlap (an exclusion constraint
+  over tstzrange with btree_gist);
 - ledger entries and audit events are append-only: triggers refuse UPDATE
   and DELETE, whoever issues them.
 """
 
 from django.db import migrations
 
-PG_FORWARD = [
+FORWARD = [
     "CREATE EXTENSION IF NOT EXISTS btree_gist",
     """
     ALTER TABLE billing_modelprice ADD CONSTRAINT model_price_no_overlap
@@ -43,7 +42,7 @@ PG_FORWARD = [
     FOR EACH ROW EXECUTE FUNCTION billing_refuse_change()
     """,
 ]
-PG_BACKWARD = [
+BACKWARD = [
     "DROP TRIGGER IF EXISTS audit_append_only ON billing_auditevent",
     "DROP TRIGGER IF EXISTS ledger_no_truncate ON billing_ledgerentry",
     "DROP TRIGGER IF EXISTS ledger_append_only ON billing_ledgerentry",
@@ -51,43 +50,10 @@ PG_BACKWARD = [
     "ALTER TABLE billing_modelprice DROP CONSTRAINT IF EXISTS model_price_no_overlap",
 ]
 
-_SQLITE_OVERLAP = """
-    CREATE TRIGGER model_price_no_overlap_{op}
-    BEFORE {OP} ON billing_modelprice
-    WHEN EXISTS (
-        SELECT 1 FROM billing_modelprice p
-        WHERE p.model = NEW.model {self_filter}
-          AND (NEW.effective_to IS NULL OR p.effective_from < NEW.effective_to)
-          AND (p.effective_to IS NULL OR NEW.effective_from < p.effective_to)
-    )
-    BEGIN SELECT RAISE(ABORT, 'model price periods overlap'); END
-"""
-SQLITE_FORWARD = [
-    _SQLITE_OVERLAP.format(op="insert", OP="INSERT", self_filter=""),
-    _SQLITE_OVERLAP.format(op="update", OP="UPDATE", self_filter="AND p.id <> NEW.id"),
-    """CREATE TRIGGER ledger_no_update BEFORE UPDATE ON billing_ledgerentry
-       BEGIN SELECT RAISE(ABORT, 'billing_ledgerentry is append-only'); END""",
-    """CREATE TRIGGER ledger_no_delete BEFORE DELETE ON billing_ledgerentry
-       BEGIN SELECT RAISE(ABORT, 'billing_ledgerentry is append-only'); END""",
-    """CREATE TRIGGER audit_no_update BEFORE UPDATE ON billing_auditevent
-       BEGIN SELECT RAISE(ABORT, 'billing_auditevent is append-only'); END""",
-    """CREATE TRIGGER audit_no_delete BEFORE DELETE ON billing_auditevent
-       BEGIN SELECT RAISE(ABORT, 'billing_auditevent is append-only'); END""",
-]
-SQLITE_BACKWARD = [
-    "DROP TRIGGER IF EXISTS model_price_no_overlap_insert",
-    "DROP TRIGGER IF EXISTS model_price_no_overlap_update",
-    "DROP TRIGGER IF EXISTS ledger_no_update",
-    "DROP TRIGGER IF EXISTS ledger_no_delete",
-    "DROP TRIGGER IF EXISTS audit_no_update",
-    "DROP TRIGGER IF EXISTS audit_no_delete",
-]
-
-
-def _run(statements_by_vendor):
+def _run(statements):
     def run(apps, schema_editor):
         with schema_editor.connection.cursor() as cursor:
-            for sql in statements_by_vendor.get(schema_editor.connection.vendor, []):
+            for sql in statements:
                 cursor.execute(sql)  # no params: the '%' in RAISE is literal
 
     return run
@@ -98,7 +64,7 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.RunPython(
-            _run({"postgresql": PG_FORWARD, "sqlite": SQLITE_FORWARD}),
-            _run({"postgresql": PG_BACKWARD, "sqlite": SQLITE_BACKWARD}),
+            _run(FORWARD),
+            _run(BACKWARD),
         )
     ]

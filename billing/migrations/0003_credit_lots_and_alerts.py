@@ -13,14 +13,11 @@ PARTS_CHECK = (
 
 
 def _add_parts_check(apps, schema_editor):
-    # PostgreSQL only: SQLite would evaluate the arithmetic in floats.
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(PARTS_CHECK)
+    schema_editor.execute(PARTS_CHECK)
 
 
 def _drop_parts_check(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute("ALTER TABLE billing_creditlot DROP CONSTRAINT lot_parts_add_up")
+    schema_editor.execute("ALTER TABLE billing_creditlot DROP CONSTRAINT lot_parts_add_up")
 
 
 class Migration(migrations.Migration):

@@ -1,6 +1,6 @@
 """Give ledgers written before credit lots existed their lots and debt.
 
-Replays each company's ledger in id order with the rules of billing.lots
+Replays each company's ledger in id order with the rules of billing.ledger
 (soonest-expiring first, never-expiring last, uncovered consumption is debt,
 new credit pays debt first), as of each entry's created_at. Before 0003 there
 were no expiry entries, so every negative entry is a consumption.

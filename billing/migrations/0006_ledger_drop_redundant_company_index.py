@@ -1,10 +1,8 @@
-# Index diet (BENCHMARKS.md): every usage debit writes each ledger index, and the
-# company_id FK index is redundant with ledger_company_id_desc, ledger_company_kind_id
-# and the idempotency key, which all lead with company_id.
+# Index diet (docs/performance.md): every usage debit writes each ledger index, and
+# the company_id FK index is redundant with ledger_company_id_desc,
+# ledger_company_kind_id and the idempotency key, which all lead with company_id.
 #
 # State: the FK loses db_index. Database: only DROP INDEX (cheap on 10M rows).
-# A plain AlterField would rebuild the table on SQLite and drop the append-only
-# triggers with it.
 
 import django.db.models.deletion
 from django.db import migrations, models

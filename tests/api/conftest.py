@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from billing.services import create_api_key
+from billing.api_keys import create_api_key
 
 
 class ApiClient:

@@ -6,7 +6,7 @@ import pytest
 
 from billing.models import LedgerEntry
 from tests.api.conftest import assert_error, usage_payload
-from tests.conftest import give_credit, make_job, requires_postgres
+from tests.conftest import give_credit, make_job
 from usage.models import QuestionGenerationUsage, RejectedEvent
 
 pytestmark = pytest.mark.django_db
@@ -96,7 +96,6 @@ def test_batch_without_events_is_422(api):
     assert error["fields"] == {"events": "is required"}
 
 
-@requires_postgres  # SQLite splits bulk inserts into many statements
 def test_batch_of_a_thousand_events_has_a_fixed_query_count(
     api, company, price, django_assert_max_num_queries
 ):

@@ -9,7 +9,7 @@ from django.db import connection
 
 from billing.models import LedgerEntry
 from tests.api.conftest import api_client_for, usage_payload
-from tests.conftest import give_credit, make_company, make_price, requires_postgres
+from tests.conftest import give_credit, make_company, make_price
 from usage.models import QuestionGenerationUsage, UsageDailyRollup
 
 
@@ -32,7 +32,6 @@ def _in_threads(count: int, work) -> list:
     return results
 
 
-@requires_postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_same_key_records_exactly_once():
     company = make_company()
@@ -53,7 +52,6 @@ def test_concurrent_same_key_records_exactly_once():
     assert str(company.credit_balance.balance) == "9.992500000000"
 
 
-@requires_postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_overlapping_batches_record_each_event_once():
     company = make_company()
@@ -79,7 +77,6 @@ def test_concurrent_overlapping_batches_record_each_event_once():
     assert str(company.credit_balance.balance) == "9.625000000000"
 
 
-@requires_postgres
 @pytest.mark.django_db
 def test_the_ledger_truncate_guard_is_back_after_those_tests():
     with connection.cursor() as cursor:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
+from billing.api_keys import authenticate_api_key
 from billing.models import APIKey, AuditEvent
-from billing.services import AuthenticationFailed, authenticate_api_key
+from core.errors import AuthenticationFailed
 from tests.api.conftest import ApiClient, assert_error, usage_payload
 from tests.conftest import make_company
 from usage.models import QuestionGenerationUsage, RejectedEvent

@@ -11,7 +11,7 @@ from django.db.models import Count, Sum
 from billing.models import CreditBalance, LedgerEntry
 from tests.api.conftest import api_client_for, usage_payload
 from tests.api.test_concurrency import _in_threads
-from tests.conftest import give_credit, make_company, make_price, requires_postgres
+from tests.conftest import give_credit, make_company, make_price
 from usage.models import QuestionGenerationUsage, UsageDailyRollup
 
 
@@ -37,7 +37,6 @@ def assert_books_balance() -> None:
     assert rolled == dict(raw)
 
 
-@requires_postgres
 @pytest.mark.django_db(transaction=True)
 def test_batches_singles_and_job_saves_of_two_companies_at_once():
     companies = [make_company(), make_company()]
@@ -73,7 +72,6 @@ def test_batches_singles_and_job_saves_of_two_companies_at_once():
     assert_books_balance()
 
 
-@requires_postgres
 @pytest.mark.django_db(transaction=True)
 def test_draft_usage_racing_the_save_of_its_job_is_linked():
     # The usage looked its job up before its transaction, and saving the job linked only
@@ -105,7 +103,6 @@ def test_draft_usage_racing_the_save_of_its_job_is_linked():
     assert_books_balance()
 
 
-@requires_postgres
 @pytest.mark.django_db(transaction=True)
 def test_batches_mixing_saved_jobs_and_drafts_racing_their_saves_end_linked():
     # Batches take draft locks only for their events left without a job, and look

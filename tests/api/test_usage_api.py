@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from billing.models import LedgerEntry
 from tests.api.conftest import ApiClient, assert_error, usage_payload
-from tests.conftest import give_credit, make_company, make_job, requires_postgres
+from tests.conftest import give_credit, make_company, make_job
 from usage.models import QuestionGenerationUsage, RejectedEvent
 
 pytestmark = pytest.mark.django_db
@@ -216,7 +216,6 @@ def test_unknown_endpoint_is_json_404(api):
     assert_error(response, 404, "not_found")
 
 
-@requires_postgres
 def test_single_post_query_count(api, company, price, django_assert_max_num_queries):
     give_credit(company, "5")
     api.post("/usage", usage_payload(company, idempotency_key="warm-up"))  # sets last_used_at

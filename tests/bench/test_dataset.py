@@ -16,11 +16,10 @@ from bench import dataset
 from bench.cleanup import delete_companies
 from bench.scenarios.reconcile import restore_pending
 from billing.models import Company, CreditBalance, LedgerEntry
-from tests.conftest import requires_postgres
+from usage.jobs import link_drafts
 from usage.models import Job, QuestionGenerationUsage, UsageStatus
-from usage.services import link_drafts
 
-pytestmark = [requires_postgres, pytest.mark.django_db]
+pytestmark = pytest.mark.django_db
 
 SPEC = dataset.Spec(rows=6_000, companies=8)
 

@@ -9,8 +9,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from billing.members import add_member
 from billing.models import AuditEvent, Membership
-from billing.services import BillingError, add_member
+from core.errors import ServiceError
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +33,7 @@ def test_add_member_creates_user_and_is_idempotent(company):
 
 
 def test_add_member_refuses_unknown_role(company):
-    with pytest.raises(BillingError):
+    with pytest.raises(ServiceError):
         add_member(company=company, username="x", role="owner")
     assert not get_user_model().objects.filter(username="x").exists()
 

@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
+from billing.ledger import current_balance
 from billing.models import AuditEvent, BillingAlert, LedgerEntry
-from billing.services import current_balance
 from tests.billing.conftest import grant
 from tests.conftest import make_company, make_usage
 

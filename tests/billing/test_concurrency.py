@@ -14,15 +14,14 @@ from django.utils import timezone
 
 from billing.credits import expire_lot, grant_credits
 from billing.invariants import check_ledger
+from billing.ledger import post_entry
 from billing.models import BillingAlert, CreditBalance, CreditLot, LedgerEntry
-from billing.services import post_entry
-from tests.conftest import make_company, make_event, requires_postgres
+from tests.conftest import make_company, make_event
 from usage.models import QuestionGenerationUsage
-from usage.services import record_usage
+from usage.recording import record_usage
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    requires_postgres,
 ]
 
 

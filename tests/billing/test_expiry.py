@@ -12,8 +12,8 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from billing.credits import expire_lot
+from billing.ledger import current_balance, post_entry
 from billing.models import CreditLot, LedgerEntry
-from billing.services import current_balance, post_entry
 from tests.billing.conftest import grant, lot_of
 from tests.conftest import make_usage
 

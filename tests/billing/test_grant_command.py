@@ -11,8 +11,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from billing.ledger import current_balance
 from billing.models import AuditEvent, CreditBalance, CreditLot, LedgerEntry
-from billing.services import current_balance
 from tests.conftest import make_company
 
 pytestmark = pytest.mark.django_db

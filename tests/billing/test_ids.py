@@ -5,9 +5,10 @@ import uuid
 
 import pytest
 
-from billing.ids import uuid7
+from core.ids import uuid7
 from tests.conftest import make_company
-from usage.services import UsageEvent, record_usage
+from usage.events import UsageEvent
+from usage.recording import record_usage
 
 
 def test_uuid7_is_a_version_7_rfc_uuid_carrying_the_time():

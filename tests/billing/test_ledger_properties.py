@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 from billing.credits import adjust_credits, due_lots, expire_lot, grant_credits, refund_credits
 from billing.invariants import check_ledger
+from billing.ledger import post_entry
 from billing.models import CreditBalance, CreditLot, LedgerEntry
-from billing.services import post_entry
-from tests.conftest import make_company, make_event, requires_postgres
-from usage.services import record_usage
+from tests.conftest import make_company, make_event
+from usage.recording import record_usage
 
-pytestmark = [pytest.mark.django_db, requires_postgres]
+pytestmark = pytest.mark.django_db
 
 _keys = itertools.count(1)
 amounts = st.decimals(min_value=Decimal("0.000001"), max_value=Decimal(50), places=6)

@@ -1,7 +1,7 @@
 """Headless Chromium for the browser tests: Debian's /usr/bin/chromium, one per session.
 
 Never downloads a browser: Playwright drives the system Chromium. Tests that
-use it are marked `browser` (the SQLite run deselects them).
+use it are marked `browser`.
 """
 
 from __future__ import annotations
@@ -54,12 +54,11 @@ def _short_lived_connections(django_db_setup, django_db_blocker):
     saved, db["CONN_MAX_AGE"] = db["CONN_MAX_AGE"], 0
     yield
     db["CONN_MAX_AGE"] = saved
-    if connection.vendor == "postgresql":
-        with django_db_blocker.unblock(), connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
         connection.close()
 
 

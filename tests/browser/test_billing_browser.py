@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from billing.services import add_member
+from billing.members import add_member
 from tests.conftest import give_credit, make_company, make_job, make_price, make_usage
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -16,7 +16,6 @@ from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
 
 from ops.doctor import Finding, diagnose
-from tests.conftest import requires_postgres
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +52,6 @@ def test_clean_database_has_no_findings_and_exits_zero():
     assert "matches the models and migrations" in out.getvalue()
 
 
-@requires_postgres
 def test_dropped_check_constraint_is_found_with_its_create_sql():
     run_sql(f"ALTER TABLE {USAGE} DROP CONSTRAINT usage_cost_matches_source")
     finding = only_finding()
@@ -68,7 +66,6 @@ def test_dropped_check_constraint_is_found_with_its_create_sql():
     assert_fix_repairs(finding)
 
 
-@requires_postgres
 def test_dropped_unique_constraint_is_found():
     run_sql(f"ALTER TABLE {USAGE} DROP CONSTRAINT usage_unique_idempotency_key")
     finding = only_finding()
@@ -78,7 +75,6 @@ def test_dropped_unique_constraint_is_found():
     assert_fix_repairs(finding)
 
 
-@requires_postgres
 def test_dropped_column_is_found_with_add_column_sql():
     run_sql("ALTER TABLE billing_company DROP COLUMN billing_emails")
     finding = only_finding()
@@ -91,7 +87,6 @@ def test_dropped_column_is_found_with_add_column_sql():
     assert_fix_repairs(finding)
 
 
-@requires_postgres
 def test_column_made_nullable_is_found():
     run_sql(f"ALTER TABLE {USAGE} ALTER COLUMN company_id DROP NOT NULL")
     finding = only_finding()
@@ -103,7 +98,6 @@ def test_column_made_nullable_is_found():
     assert_fix_repairs(finding)
 
 
-@requires_postgres
 def test_not_null_on_a_nullable_column_is_found():
     # The draft-usage failure of the field reports: job_id must accept NULL.
     run_sql(f"ALTER TABLE {USAGE} ALTER COLUMN job_id SET NOT NULL")
@@ -114,7 +108,6 @@ def test_not_null_on_a_nullable_column_is_found():
     assert_fix_repairs(finding)
 
 
-@requires_postgres
 def test_column_type_difference_is_found():
     # The hand-made shape: cost DECIMAL(10, 4) rounds exact costs.
     run_sql(f"ALTER TABLE {USAGE} ALTER COLUMN cost TYPE numeric(10, 4)")
@@ -127,7 +120,6 @@ def test_column_type_difference_is_found():
     assert_fix_repairs(finding)
 
 
-@requires_postgres
 def test_foreign_key_pointing_at_another_table_is_found():
     # The classic: the tenant column checks ids against some `organizations` table.
     run_sql(
@@ -145,7 +137,6 @@ def test_foreign_key_pointing_at_another_table_is_found():
     assert_fix_repairs(finding)
 
 
-@requires_postgres
 def test_missing_foreign_key_is_found():
     run_sql(f'ALTER TABLE usage_job DROP CONSTRAINT "{fk_name("usage_job", "company_id")}"')
     finding = only_finding()
@@ -168,7 +159,6 @@ def test_skipped_migration_is_found_and_fake_is_suggested_when_schema_matches():
     assert f"migrate usage {last.name} --fake" in finding.fix
 
 
-@requires_postgres
 def test_dropped_index_is_found():
     run_sql("DROP INDEX usage_occurred_desc")
     finding = only_finding()
@@ -181,7 +171,6 @@ def test_dropped_index_is_found():
     assert_fix_repairs(finding)
 
 
-@requires_postgres
 def test_dropped_field_index_is_found():
     run_sql('DROP INDEX "' + _field_index("billing_ledgerentry", "created_at") + '"')
     finding = only_finding()
@@ -200,7 +189,6 @@ def _field_index(table: str, column: str) -> str:
     )
 
 
-@requires_postgres
 def test_unknown_nullable_column_is_a_warning():
     run_sql(f"ALTER TABLE {USAGE} ADD COLUMN organization_id uuid")
     finding = only_finding()
@@ -213,7 +201,6 @@ def test_unknown_nullable_column_is_a_warning():
     assert_fix_repairs(finding)
 
 
-@requires_postgres
 def test_unknown_not_null_column_is_an_error_that_breaks_inserts():
     run_sql(f"ALTER TABLE {USAGE} ADD COLUMN ai_service_id uuid NOT NULL")
     finding = only_finding()
@@ -221,7 +208,6 @@ def test_unknown_not_null_column_is_an_error_that_breaks_inserts():
     assert "every insert" in finding.impact
 
 
-@requires_postgres
 def test_dropped_append_only_trigger_is_found_with_the_migration_sql():
     run_sql("DROP TRIGGER ledger_append_only ON billing_ledgerentry")
     finding = only_finding()
@@ -234,7 +220,6 @@ def test_dropped_append_only_trigger_is_found_with_the_migration_sql():
     assert_fix_repairs(finding)
 
 
-@requires_postgres
 def test_dropped_price_exclusion_constraint_is_found():
     run_sql("ALTER TABLE billing_modelprice DROP CONSTRAINT model_price_no_overlap")
     finding = only_finding()
@@ -243,7 +228,6 @@ def test_dropped_price_exclusion_constraint_is_found():
     assert_fix_repairs(finding)
 
 
-@requires_postgres
 def test_missing_table_is_found_with_create_sql():
     run_sql("DROP TABLE usage_daily_rollup")
     finding = only_finding()
@@ -252,7 +236,6 @@ def test_missing_table_is_found_with_create_sql():
     assert_fix_repairs(finding)
 
 
-@requires_postgres
 def test_command_exits_one_and_prints_json_on_drift():
     run_sql("DROP INDEX usage_occurred_desc")
     out = StringIO()
@@ -264,7 +247,6 @@ def test_command_exits_one_and_prints_json_on_drift():
     assert [f["name"] for f in payload["findings"]] == ["usage_occurred_desc"]
 
 
-@requires_postgres
 def test_database_system_check_reports_drift():
     run_sql(f"ALTER TABLE {USAGE} DROP CONSTRAINT usage_job_or_draft")
     messages = run_checks(tags=["database"], databases=["default"])
@@ -279,7 +261,6 @@ def test_database_system_check_is_silent_when_clean():
     assert [m for m in messages if m.id.startswith("ops.")] == []
 
 
-@requires_postgres
 def test_healthz_reports_drift_from_the_cached_doctor(client):
     assert client.get("/healthz").json()["schema"]["status"] == "ok"
     run_sql("DROP INDEX usage_occurred_desc")
@@ -316,7 +297,6 @@ def test_faking_advice_warns_about_data_steps_it_cannot_verify():
     assert "--fake" in finding.fix and "Careful: it also runs RunPython" in finding.fix
 
 
-@requires_postgres
 def test_rollup_without_its_fillfactor_is_found():
     # A rollup recreated by hand (or restored from a dump without storage
     # parameters) silently stops updating its buckets in place.

@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from billing.models import Company
 from config.routers import REPLICA_ALIAS, ReplicaRouter, use_replica
-from tests.conftest import make_company, requires_postgres
+from tests.conftest import make_company
 
 
 @pytest.fixture
@@ -64,7 +64,6 @@ def test_the_opt_in_does_not_leak_into_other_threads(replica_alias):
     assert seen == [DEFAULT_DB_ALIAS]
 
 
-@requires_postgres  # SQLite's shared in-memory test database locks across connections
 @pytest.mark.django_db(databases=[DEFAULT_DB_ALIAS, REPLICA_ALIAS])
 def test_reads_run_on_the_replica_connection_and_writes_on_the_primary(replica_alias):
     company = make_company(name="Primary")
@@ -83,7 +82,6 @@ def test_reads_run_on_the_replica_connection_and_writes_on_the_primary(replica_a
     assert company.name == "Renamed"
 
 
-@requires_postgres
 @pytest.mark.django_db(databases=[DEFAULT_DB_ALIAS, REPLICA_ALIAS])
 def test_the_billing_pages_read_their_reports_on_the_replica(replica_alias, staff_client):
     company = make_company()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from billing.services import add_member
+from billing.members import add_member
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from billing.admin_paging import CappedCountPaginator
-from tests.conftest import give_credit, make_company, make_price, make_usage, requires_postgres
+from tests.conftest import give_credit, make_company, make_price, make_usage
 
 pytestmark = pytest.mark.django_db
 USAGE = "/admin/usage/questiongenerationusage/"
@@ -68,7 +68,6 @@ def test_capped_count_says_more_than_when_filtered(staff_client, company, price,
     assert len(response.context["cl"].result_list) == 4  # one page of list_per_page
 
 
-@requires_postgres
 def test_unfiltered_count_past_the_cap_is_the_planner_estimate(
     staff_client, company, price, monkeypatch
 ):

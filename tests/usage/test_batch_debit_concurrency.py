@@ -14,10 +14,10 @@ from billing.credits import grant_credits
 from billing.invariants import check_ledger
 from billing.models import CreditBalance, CreditLot, LedgerEntry
 from tests.billing.test_concurrency import _in_threads
-from tests.conftest import make_company, make_event, requires_postgres
-from usage.services import RecordResult, record_usage_batch
+from tests.conftest import make_company, make_event
+from usage.recording import RecordResult, record_usage_batch
 
-pytestmark = [pytest.mark.django_db(transaction=True), requires_postgres]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_concurrent_multi_company_batches_keep_every_company_consistent():

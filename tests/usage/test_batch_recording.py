@@ -9,18 +9,19 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from billing.errors import CompanyNotFound
 from billing.models import LedgerEntry
-from billing.services import BillingError, CompanyNotFound
+from core.errors import ServiceError
 from tests.conftest import (
     give_credit,
     make_company,
     make_event,
     make_job,
     make_price,
-    requires_postgres,
 )
+from usage.errors import CrossTenantJob
 from usage.models import QuestionGenerationUsage, UsageDailyRollup
-from usage.services import CrossTenantJob, RecordResult, record_usage, record_usage_batch
+from usage.recording import RecordResult, record_usage, record_usage_batch
 
 pytestmark = pytest.mark.django_db
 
@@ -127,7 +128,7 @@ def _one_by_one(events, company, now):
     for event in events:
         try:
             outcomes.append(record_usage(event, company=company, now=now))
-        except BillingError as exc:
+        except ServiceError as exc:
             outcomes.append(exc)
     return outcomes
 
@@ -173,7 +174,6 @@ def test_batch_without_debit_leaves_the_balance(company, price):
     assert not LedgerEntry.objects.filter(kind="usage").exists()
 
 
-@requires_postgres  # SQLite's balance update takes three more statements
 def test_single_recording_query_count(company, price, django_assert_max_num_queries):
     give_credit(company, "5")
     job = make_job(company)

@@ -9,12 +9,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone
 
-from tests.conftest import make_company, make_job, make_price, make_usage, requires_postgres
+from tests.conftest import make_company, make_job, make_price, make_usage
 from usage import selectors
 from usage.tables import csv_chunks, csv_lines
 from usage.views import _copy_chunks
 
-pytestmark = [pytest.mark.django_db, requires_postgres]
+pytestmark = pytest.mark.django_db
 UTC = ZoneInfo("UTC")
 
 

@@ -26,13 +26,7 @@ from tests.usage.test_import_usage import HEADER, stamp, write
 from usage.importer import ImportFileError, ImportOptions, WorkerLost, import_usage
 from usage.models import QuestionGenerationUsage
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
-        reason="import workers run only on PostgreSQL (SQLite takes one writer at a time)",
-    ),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def messy_file(company) -> str:

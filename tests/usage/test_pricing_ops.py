@@ -13,15 +13,16 @@ from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from billing.dates import parse_instant
+from billing.errors import PriceError, PriceOverlap
 from billing.models import AuditEvent, CreditBalance, LedgerEntry, ModelPrice
-from billing.services import PriceError, PriceOverlap, set_model_price
-from tests.conftest import give_credit, make_event, make_price, make_usage, requires_postgres
+from billing.prices import set_model_price
+from core.dates import parse_instant
+from tests.conftest import give_credit, make_event, make_price, make_usage
 from tests.usage.reconcile_helpers import usage_state
 from tests.usage.rollup_check import assert_rollup_matches_raw
 from usage.models import QuestionGenerationUsage
 from usage.pricing import reprice_usage
-from usage.services import record_usage
+from usage.recording import record_usage
 
 pytestmark = pytest.mark.django_db
 DAY = datetime(2026, 10, 1, tzinfo=UTC)
@@ -224,13 +225,12 @@ def test_repricing_drafts_keeps_their_rollup_bucket(company):
     assert_rollup_matches_raw()
 
 
-@requires_postgres
 def test_reprice_skips_when_another_run_holds_the_lock(company):
     import threading
 
+    from core.locks import advisory_lock
     from django.db import connections
 
-    from billing.dbutil import advisory_lock
     from usage.pricing import LOCK_NAME
 
     held, release = threading.Event(), threading.Event()

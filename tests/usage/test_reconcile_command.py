@@ -16,13 +16,13 @@ from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.utils import timezone
 
-from billing.dbutil import advisory_lock
-from tests.conftest import make_company, make_price, make_usage, requires_postgres
+from core.locks import advisory_lock
+from tests.conftest import make_company, make_price, make_usage
 from tests.usage.reconcile_helpers import usage_state
 from tests.usage.rollup_check import assert_rollup_matches_raw
+from usage.jobs import save_job
 from usage.models import Job, QuestionGenerationUsage
 from usage.reconcile import LOCK_NAME
-from usage.services import save_job
 
 pytestmark = pytest.mark.django_db
 JSON_KEYS = {
@@ -103,7 +103,6 @@ def test_unreachable_database_exits_1_with_a_clear_message():
     assert "database error" in result.stderr and "Traceback" not in result.stderr
 
 
-@requires_postgres
 def test_a_second_concurrent_run_skips_and_exits_0(company, price):
     make_usage(company, draft_job_id="a")
     Job.objects.create(company=company, title="A", draft_id="a")
@@ -132,7 +131,6 @@ def test_a_second_concurrent_run_skips_and_exits_0(company, price):
     assert json.loads(run("--json"))["reconciled_rows"] == 1
 
 
-@requires_postgres
 @pytest.mark.django_db(transaction=True)
 def test_usage_racing_the_save_ends_linked_exactly_once():
     company = make_company()

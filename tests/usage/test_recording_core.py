@@ -10,10 +10,11 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from billing.models import CreditBalance, LedgerEntry
-from billing.services import IdempotencyConflict
+from core.errors import IdempotencyConflict
 from tests.conftest import give_credit, make_event, make_job, make_price, make_usage
+from usage.errors import CrossTenantJob
 from usage.models import QuestionGenerationUsage, UsageDailyRollup
-from usage.services import CrossTenantJob, record_usage
+from usage.recording import record_usage
 
 pytestmark = pytest.mark.django_db
 

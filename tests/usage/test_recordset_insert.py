@@ -12,11 +12,11 @@ import pytest
 from django.db import DataError, transaction
 from django.utils import timezone
 
-from tests.conftest import make_company, make_event, make_job, requires_postgres
+from tests.conftest import make_company, make_event, make_job
 from usage.models import QuestionGenerationUsage
-from usage.services import build_usage, insert_usage_rows
+from usage.recording import build_usage, insert_usage_rows
 
-pytestmark = [pytest.mark.django_db, requires_postgres]
+pytestmark = pytest.mark.django_db
 
 
 def _row(company, **event_changes):

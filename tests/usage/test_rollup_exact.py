@@ -9,13 +9,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from billing.services import set_model_price
+from billing.prices import set_model_price
 from tests.conftest import make_company, make_job, make_price, make_usage
 from tests.usage.rollup_check import assert_rollup_matches_raw
+from usage.jobs import link_drafts
 from usage.models import QuestionGenerationUsage
 from usage.pricing import reprice_usage
 from usage.reconcile import reconcile_drafts
-from usage.services import link_drafts
 
 pytestmark = pytest.mark.django_db
 DAY = timedelta(days=1)

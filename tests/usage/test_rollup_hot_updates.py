@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from tests.conftest import make_company, make_price, make_usage, requires_postgres
+from tests.conftest import make_company, make_price, make_usage
 from usage.models import UsageDailyRollup
 
-pytestmark = [pytest.mark.django_db, requires_postgres]
+pytestmark = pytest.mark.django_db
 
 
 def _hot_updates_in_this_transaction() -> tuple[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from billing.services import add_member
+from billing.members import add_member
 from tests.conftest import make_job, make_price, make_usage
 from usage.access import company_for, visible_companies
 

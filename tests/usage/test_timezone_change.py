@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.core.management import call_command
 
-from billing.services import InvalidInput, upsert_company
+from billing.companies import upsert_company
+from core.errors import InvalidInput
 from tests.conftest import make_company, make_price, make_usage
 from tests.usage.rollup_check import assert_rollup_matches_raw
 from usage.models import QuestionGenerationUsage

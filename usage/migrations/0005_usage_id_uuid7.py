@@ -1,8 +1,7 @@
-# New usage ids are time-ordered (billing.ids.uuid7). The default lives in
-# Python, so the database has nothing to change: state only (SQLite would
-# otherwise rebuild the whole table for it).
+# New usage ids are time-ordered (core.ids.uuid7). The default lives in
+# Python, so the database has nothing to change: state only.
 
-import billing.ids
+import core.ids
 from django.db import migrations, models
 
 
@@ -18,7 +17,7 @@ class Migration(migrations.Migration):
                     model_name="questiongenerationusage",
                     name="id",
                     field=models.UUIDField(
-                        default=billing.ids.uuid7, editable=False, primary_key=True, serialize=False
+                        default=core.ids.uuid7, editable=False, primary_key=True, serialize=False
                     ),
                 ),
             ],

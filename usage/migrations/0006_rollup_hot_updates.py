@@ -5,11 +5,11 @@
 # every index of the table. The index now holds only company_id (and status in
 # its predicate), which never change, and pages keep 20 % free for the new
 # versions. The staff overview reads the pending-draft sums from the heap now
-# (measured in BENCHMARKS.md).
+# (docs/performance.md).
 #
 # fillfactor applies to pages written from now on; `VACUUM FULL
 # usage_daily_rollup` (in a quiet moment: it locks the table) applies it to the
-# existing ones at once. PostgreSQL only; SQLite has no such setting.
+# existing ones at once.
 
 from django.db import migrations, models
 
@@ -17,13 +17,11 @@ TABLE = "usage_daily_rollup"
 
 
 def set_fillfactor(apps, schema_editor, value=80):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(f"ALTER TABLE {TABLE} SET (fillfactor = {int(value)})")
+    schema_editor.execute(f"ALTER TABLE {TABLE} SET (fillfactor = {int(value)})")
 
 
 def reset_fillfactor(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(f"ALTER TABLE {TABLE} RESET (fillfactor)")
+    schema_editor.execute(f"ALTER TABLE {TABLE} RESET (fillfactor)")
 
 
 class Migration(migrations.Migration):

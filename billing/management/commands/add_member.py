@@ -7,8 +7,10 @@ import json
 from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 
+from billing.companies import resolve_company
+from billing.members import add_member
 from billing.models import Membership
-from billing.services import BillingError, add_member, resolve_company
+from core.errors import ServiceError
 from ops.commands import LoggedCommand
 
 
@@ -53,7 +55,7 @@ class Command(LoggedCommand):
                 )
                 if options["dry_run"]:
                     transaction.set_rollback(True)
-        except BillingError as exc:
+        except ServiceError as exc:
             raise CommandError(exc.message)
         summary = {
             "company": str(company.pk),

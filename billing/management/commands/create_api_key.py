@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.core.management.base import CommandError
 
-from billing.services import BillingError, create_api_key, resolve_company
+from billing.api_keys import create_api_key
+from billing.companies import resolve_company
+from core.errors import ServiceError
 from ops.commands import LoggedCommand
 
 
@@ -24,7 +26,7 @@ class Command(LoggedCommand):
     def handle(self, *args, name: str, company: str | None, **options) -> None:
         try:
             target = resolve_company(company) if company else None
-        except BillingError as exc:
+        except ServiceError as exc:
             raise CommandError(exc.message)
         key, secret = create_api_key(name=name, company=target)
         scope = f"company {target.name} ({target.pk})" if target else "platform-wide"

@@ -4,40 +4,17 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from contextlib import contextmanager
 from decimal import Decimal
 
 from django.core.management.base import CommandParser
-from django.db import connection
 from django.utils import timezone
 
 from billing.credits import due_lots, expire_lot
 from billing.money import plain
+from core.locks import advisory_lock
 from ops.commands import LoggedCommand
 
-# pg_try_advisory_lock key: "expire_credits" (any constant shared by all hosts).
-ADVISORY_LOCK_KEY = 0x45585052  # "EXPR"
-
-
-@contextmanager
-def advisory_lock(key: int):
-    """Yield whether this session got the lock; other hosts skip instead of waiting.
-
-    Only saves duplicate work: correctness comes from expire_lot's row lock and
-    its idempotency key. SQLite has a single writer, so no lock is needed there.
-    """
-    if connection.vendor != "postgresql":
-        yield True
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
-        got = cursor.fetchone()[0]
-    try:
-        yield got
-    finally:
-        if got:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+LOCK_NAME = "billing.expire_credits"
 
 
 class Command(LoggedCommand):
@@ -55,7 +32,7 @@ class Command(LoggedCommand):
 
     def handle(self, *args, **options) -> None:
         now = timezone.now()
-        with advisory_lock(ADVISORY_LOCK_KEY) as got:
+        with advisory_lock(LOCK_NAME) as got:
             if not got:
                 summary = {"skipped": "another expire_credits run holds the lock"}
             else:

@@ -9,9 +9,10 @@ from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from billing.companies import resolve_company
 from billing.credits import grant_credits
 from billing.money import AmountError, format_money, quantize_amount
-from billing.services import BillingError, resolve_company
+from core.errors import ServiceError
 from ops.commands import LoggedCommand
 
 
@@ -80,7 +81,7 @@ class Command(LoggedCommand):
                 idempotency_key=options["idempotency_key"]
                 or _derived_key(company, options, expires_at),
             )
-        except BillingError as exc:
+        except ServiceError as exc:
             raise CommandError(exc.message)
         entry = posting.entry
         verb = "Posted" if posting.created else "Already posted (replay)"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import CommandError
 
-from billing.services import BillingError, revoke_api_key
+from billing.api_keys import revoke_api_key
+from core.errors import ServiceError
 from ops.commands import LoggedCommand
 
 
@@ -17,7 +18,7 @@ class Command(LoggedCommand):
     def handle(self, *args, prefix: str, **options) -> None:
         try:
             key, revoked_now = revoke_api_key(prefix=prefix, actor_label="manage.py revoke_api_key")
-        except BillingError as exc:
+        except ServiceError as exc:
             raise CommandError(exc.message)
         if revoked_now:
             self.stdout.write(self.style.SUCCESS(f"Revoked API key {key.prefix!r} ({key.name})."))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
-from billing.dates import parse_instant
-from billing.services import BillingError, set_model_price
+from billing.prices import set_model_price
+from core.dates import parse_instant
+from core.errors import ServiceError
 from ops.commands import LoggedCommand
 
 
@@ -50,7 +51,7 @@ class Command(LoggedCommand):
             )
         except ValueError as exc:
             raise CommandError(f"--effective-from: {exc}") from exc
-        except BillingError as exc:
+        except ServiceError as exc:
             raise CommandError(exc.message) from exc
         except DatabaseError as exc:
             raise CommandError(f"set_model_price failed, database error: {exc}") from exc

@@ -7,9 +7,10 @@ import uuid
 
 from django.core.management.base import CommandError, CommandParser
 
+from billing.companies import resolve_company
 from billing.invariants import CHECKS, check_ledger
 from billing.models import Company
-from billing.services import BillingError, resolve_company
+from core.errors import ServiceError
 from ops.commands import LoggedCommand
 
 
@@ -31,7 +32,7 @@ class Command(LoggedCommand):
         if options["company"]:
             try:
                 company_id = resolve_company(options["company"]).pk
-            except BillingError as exc:
+            except ServiceError as exc:
                 raise CommandError(exc.message)
         try:
             failures = check_ledger(company_id=company_id)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
 
-from billing.services import BillingError, resolve_company
+from billing.companies import resolve_company
+from core.errors import ServiceError
 from ops.commands import LoggedCommand
 from usage.timezones import change_company_timezone
 
@@ -35,7 +36,7 @@ class Command(LoggedCommand):
                 actor_label="manage.py change_company_timezone",
                 dry_run=options["dry_run"],
             )
-        except (BillingError, ValidationError) as exc:
+        except (ServiceError, ValidationError) as exc:
             raise CommandError(getattr(exc, "message", None) or "; ".join(exc.messages))
         self.summary = {"old": change.old, "new": change.new, "moved_rows": change.moved_rows}
         verb = "Would move" if options["dry_run"] else "Moved"

@@ -8,9 +8,10 @@ from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
-from billing.dbutil import advisory_lock
+from billing.companies import resolve_company
 from billing.money import plain
-from billing.services import BillingError, resolve_company
+from core.errors import ServiceError
+from core.locks import advisory_lock
 from ops.commands import LoggedCommand
 from usage.reconcile import DEFAULT_BATCH_SIZE, LOCK_NAME, ReconcileReport, reconcile_drafts
 
@@ -57,7 +58,7 @@ class Command(LoggedCommand):
             raise CommandError("--abandon-after-days must not be negative.")
         try:
             report = self._run(options)
-        except BillingError as exc:
+        except ServiceError as exc:
             raise CommandError(exc.message) from exc
         except ValueError as exc:
             raise CommandError(str(exc)) from exc

@@ -7,10 +7,10 @@ import json
 from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
-from billing.dates import parse_instant
-from billing.dbutil import advisory_lock
 from billing.money import plain
-from billing.services import BillingError
+from core.dates import parse_instant
+from core.errors import ServiceError
+from core.locks import advisory_lock
 from ops.commands import LoggedCommand
 from usage.pricing import LOCK_NAME, CompanyReprice, RepriceReport, reprice_usage
 
@@ -51,7 +51,7 @@ class Command(LoggedCommand):
             raise CommandError(f"--since: {exc}") from exc
         try:
             report = self._run(options, since)
-        except BillingError as exc:
+        except ServiceError as exc:
             raise CommandError(exc.message) from exc
         except DatabaseError as exc:
             raise CommandError(f"reprice_usage failed, database error: {exc}") from exc

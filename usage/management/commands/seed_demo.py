@@ -21,8 +21,10 @@ from django.utils import timezone
 from billing.credits import grant_credits
 from billing.models import Company, LedgerEntry, ModelPrice
 from ops.commands import LoggedCommand
+from usage.events import UsageEvent
+from usage.jobs import save_job
 from usage.models import Job, QuestionGenerationUsage
-from usage.services import UsageEvent, record_usage, save_job
+from usage.recording import record_usage
 
 COMPANIES = [
     ("Acme Recruiting", "org_acme", "America/New_York"),

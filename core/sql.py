@@ -1,26 +1,16 @@
-"""Small helpers for the few raw SQL statements (upserts, UPDATE ... RETURNING, bulk
-inserts) and advisory locks."""
+"""Helpers for the few hand-written SQL statements: bulk inserts whose rows travel as
+one jsonb parameter, typed record sets read from such a parameter, and hand-written
+SELECTs read back into model instances."""
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection
 from django.db.models import Model
-
-
-def param(model: type[Model], field_name: str, value: Any) -> Any:
-    """`value` as the database driver expects it for that column (UUIDs on SQLite, ...)."""
-    field = model._meta.get_field(field_name)
-    return field.get_db_prep_value(value, connection, prepared=False)
-
-
-def is_postgres() -> bool:
-    return connection.vendor == "postgresql"
 
 
 def _insert_value(field: Any, obj: Model) -> Any:
@@ -33,33 +23,18 @@ def _insert_value(field: Any, obj: Model) -> Any:
 def insert_rows(model: type[Model], rows: list[Model], *, suffix: str = "") -> list[tuple]:
     """INSERT unsaved instances in one statement; returns the rows of `suffix`'s RETURNING.
 
-    On PostgreSQL the rows travel as ONE jsonb parameter (see
-    :func:`recordset_insert`). `suffix` is e.g.
-    `ON CONFLICT (...) DO NOTHING RETURNING id`. Auto-increment keys are left to
-    the database. SQLite gets a multi-row VALUES.
+    The rows travel as ONE jsonb parameter (see :func:`recordset_insert`).
+    `suffix` is e.g. `ON CONFLICT (...) DO NOTHING RETURNING id`.
+    Auto-increment keys are left to the database.
     """
     if not rows:
         return []
-    fields, columns = _insert_shape(model)
-    table = model._meta.db_table
-    if is_postgres():
-        sql, params = recordset_insert(model, rows)
-        return _execute(f"{sql} {suffix}", params)
-    result: list[tuple] = []
-    per_statement = max(1, 30_000 // len(fields))
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        params = [
-            f.get_db_prep_save(_insert_value(f, r), connection) for r in chunk for f in fields
-        ]
-        row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
-        values = ", ".join([row_sql] * len(chunk))
-        result += _execute(f"INSERT INTO {table} ({columns}) VALUES {values} {suffix}", params)
-    return result
+    sql, params = recordset_insert(model, rows)
+    return _execute(f"{sql} {suffix}", params)
 
 
 def recordset_insert(model: type[Model], rows: list[Model]) -> tuple[str, list[str]]:
-    """PostgreSQL: `INSERT INTO t (...) SELECT ... FROM jsonb_array_elements(%s)` and
+    """`INSERT INTO t (...) SELECT ... FROM jsonb_array_elements(%s)` and
     its one parameter, for callers that wrap the insert in a larger statement.
 
     One text parameter whatever the row count: Django's client-side binding
@@ -68,7 +43,7 @@ def recordset_insert(model: type[Model], rows: list[Model]) -> tuple[str, list[s
     batch. Values keep their exact text: decimals, UUIDs and instants go as
     strings that PostgreSQL parses with the column's own type (never a float).
     """
-    fields, columns = _insert_shape(model)
+    fields, _ = _insert_shape(model)
     return _recordset_sql(model), [json_rows([[_insert_value(f, r) for f in fields] for r in rows])]
 
 
@@ -89,10 +64,10 @@ def from_row(model: type[Model], row: Sequence[Any], start: int = 0) -> Model:
 
     For the few look-ups on every API request: a hand-written SELECT read this
     way costs a fifth of the CPU of the same queryset, which Django compiles
-    anew each time (about 0.6 ms a query). The backend's converters are applied
-    (UUIDs and decimals on SQLite; none on PostgreSQL).
+    anew each time (about 0.6 ms a query). The field's converters are applied
+    (a JSON column arrives as text and is parsed, as the ORM does).
     """
-    names, converters = _row_shape(model, connection.vendor)
+    names, converters = _row_shape(model)
     values = list(row[start : start + len(names)])
     for i, column, functions in converters:
         for convert in functions:
@@ -101,7 +76,7 @@ def from_row(model: type[Model], row: Sequence[Any], start: int = 0) -> Model:
 
 
 @functools.cache
-def _row_shape(model: type[Model], vendor: str) -> tuple[list[str], list[tuple]]:
+def _row_shape(model: type[Model]) -> tuple[list[str], list[tuple]]:
     fields = model._meta.concrete_fields
     converters = []
     for i, field in enumerate(fields):
@@ -150,25 +125,3 @@ def _execute(sql: str, params: list) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall() if cursor.description else []
-
-
-@contextmanager
-def advisory_lock(name: str) -> Iterator[bool]:
-    """Try a session-level PostgreSQL advisory lock named `name`; yield whether we got it.
-
-    For cron commands that must not run twice at once (several hosts, one
-    database). The lock is held across the command's many short transactions
-    and released at the end. On SQLite (one writer anyway) it always succeeds.
-    """
-    if not is_postgres():
-        yield True
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [name])
-        acquired = bool(cursor.fetchone()[0])
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [name])
