@@ -1,1 +1,1 @@
-"""The benchmark harness: `python -m bench` (see README, "Benchmarks")."""
+"""The benchmark harness: `python -m bench` (see docs/performance.md, "Running the harness")."""

@@ -41,13 +41,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--out",
-        default="BENCHMARKS.md",
-        help="Markdown report; the run is appended to its history section.",
+        default=None,
+        help="Markdown file the run is appended to (default: bench/results/<UTC date>.md, "
+        "one file per day).",
     )
     parser.add_argument(
         "--database-url", default=None, help="Overrides DATABASE_URL (default: qg_bench)."
     )
-    parser.add_argument("--note", default="", help="A line kept with this run in the history.")
+    parser.add_argument("--note", default="", help="A line kept with this run in its report.")
     return parser.parse_args(argv)
 
 

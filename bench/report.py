@@ -1,4 +1,10 @@
-"""The machine facts, the results table, and BENCHMARKS.md (history appended, never overwritten)."""
+"""The machine facts, the results table, and the run's report under bench/results/.
+
+Each run is appended to the file of its day (`bench/results/<UTC date>.md`),
+never rewriting what is there, so the runs before and after a change stay side
+by side. docs/performance.md, which holds the current figures and the
+decisions, is edited by hand; the harness never writes it.
+"""
 
 from __future__ import annotations
 
@@ -17,19 +23,20 @@ PG_SETTINGS = [
     "synchronous_commit", "fsync", "max_connections", "max_parallel_workers_per_gather",
     "random_page_cost", "jit", "max_wal_size", "checkpoint_timeout", "wal_compression",
 ]  # fmt: skip
-HISTORY = "## History"
-PREAMBLE = """# Benchmarks
+RESULTS = Path(__file__).resolve().parent / "results"
+PREAMBLE = """# Benchmark runs: {title}
 
-Produced by `python -m bench` (see the README's "Benchmarks" section). Each run
-is appended to the history below with its machine and dataset, so figures from
-before and after a change stay side by side. Findings and fixes are written
-above the history by hand; the harness never rewrites them.
+Written by `python -m bench` (docs/performance.md, "Running the harness"): one
+section per run, appended in the order the runs ended, each with its machine,
+code and dataset. The current figures and what was decided from them are in
+docs/performance.md.
 
 Columns: `median` and `p95` are per request or per run (ms or s) for pages,
 and the throughput for rate scenarios (`p95` of a rate is its slowest run);
 `lower bound` is the plain SQL (or pgbench) doing the same work in the same
 run on the same data; `ratio` is how many times slower than that bound.
 
+## Runs
 """
 
 
@@ -157,10 +164,17 @@ def run_section(results, marker, facts, *, size: str, note: str = "") -> str:
     return "\n".join(parts)
 
 
-def write(path: str, section: str) -> None:
-    """Append the run under the history heading, keeping everything already there."""
+def default_path(now: datetime | None = None) -> Path:
+    """The file of the day (UTC) a run ends on: bench/results/YYYY-MM-DD.md."""
+    return RESULTS / f"{(now or datetime.now(UTC)):%Y-%m-%d}.md"
+
+
+def write(path: str | Path, section: str) -> None:
+    """Append the run to `path`, keeping everything already there (a new file gets the preamble)."""
     file = Path(path)
-    text = file.read_text() if file.exists() else PREAMBLE
-    if HISTORY not in text:
-        text = text.rstrip() + f"\n\n{HISTORY}\n"
+    if file.exists():
+        text = file.read_text()
+    else:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        text = PREAMBLE.format(title=file.stem)
     file.write_text(text.rstrip() + "\n\n" + section.rstrip() + "\n")
