@@ -3,9 +3,10 @@
 Threaded workers: a request spends much of its time waiting on PostgreSQL
 (the commit flush above all), so threads overlap that wait while one process
 per core uses the cores. One process per core, four threads each: 8 requests
-in flight on a 2-core host, as many as the benchmark's 8 clients. Measured on
-2 cores (BENCHMARKS.md): 2x4 beat 4x2, 3x4, 2x8 and 8x1; more processes than
-cores only add context switches and memory (the CPU is the ceiling). Keep-alive lets API clients reuse their connection. Every
+in flight on a 2-core host, as many as the benchmark's 8 clients. On 2 cores
+2x4 beat 4x2, 3x4, 2x8 and 8x1 (docs/performance.md); more processes than
+cores only add context switches and memory (the CPU is the ceiling).
+Keep-alive lets API clients reuse their connection. Every
 value can be overridden from the environment without a code change; the bind
 address is gunicorn's own default ($PORT when set).
 """

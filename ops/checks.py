@@ -66,4 +66,5 @@ _CODES = {
     "missing_index": 11,
     "missing_guard": 12,
     "extra_column": 13,
+    "wrong_storage_parameter": 14,
 }

@@ -5,7 +5,7 @@ Every row goes through the same recording service as the API
 validated, priced, rolled up and (unless ``debit=False``) debited exactly like a
 live one. A dry run records each batch the same way and rolls it back.
 
-Decisions, documented in the README's "Operations" section:
+Decisions, documented in docs/operations.md:
 
 - The source row's ``id`` becomes the idempotency key ``import:<id>`` (an
   ``idempotency_key`` column wins if present), so re-running an import, or
@@ -414,8 +414,8 @@ class ImportOptions:
     format: str | None = None  # "csv" | "jsonl" | None (detect)
     debit: bool = True
     dry_run: bool = False
-    # 1,000 amortises the per-batch round trips (2,500 -> ~3,100 rows/s measured)
-    # while keeping each transaction, which holds the company's balance row, short.
+    # 1,000 amortises the per-batch round trips while keeping each transaction,
+    # which holds the company's balance row, short (docs/performance.md).
     batch_size: int = 1000
     rejects_path: Path | None = None
     assume_tz: str | None = None
@@ -601,7 +601,7 @@ def default_rejects_path(path: Path, fmt: str) -> Path:
 #
 # One process alternates between Python (parsing, validating, building rows) and
 # waiting for PostgreSQL, so it keeps about one core busy. Workers are forked
-# processes (threads would share the GIL: a read-ahead thread measured no gain),
+# processes (threads would share the GIL),
 # each reading the whole file and recording the rows whose idempotency key
 # hashes to it: every row with the same key goes to the same worker in file
 # order, so replays and conflicting duplicates come out as in one process. Each

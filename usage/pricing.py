@@ -2,8 +2,10 @@
 
 `manage.py reprice_usage` calls :func:`reprice_usage`. A row is priced with
 the model price in effect at its `occurred_at` (billing.prices, the same rule
-as recording). For each row that changes, in one transaction per
-company batch, in the house lock order (usage rows, rollup, balance):
+as recording). Rows are read in keyset batches per company; with `apply`
+the whole run is one transaction (every change and its credit posting, or
+none), each batch taking the house lock order (usage rows, rollup, balance).
+For each row that changes:
 
 - unpriced -> priced: cost and price reference set, the row's first USAGE
   debit posted (key `usage:<id>`, as recording would have);

@@ -76,9 +76,9 @@ def month_to_date_spend_by_company(companies: list[Company], now: datetime | Non
 def _month_spend_sql(windows: dict) -> dict:
     """Each company's window joined to the rollup's (company, day) index.
 
-    One OR branch per company made a BitmapOr of as many index scans plus a
-    recheck of every bucket: 13-15 ms for the ~60 limited companies of a
-    1,000-event batch, inside the batch's locks (the alerts read it there).
+    One OR branch per company would make a BitmapOr of as many index scans plus
+    a recheck of every bucket, and this runs inside a batch's locks (the alerts
+    read it there).
     """
     rows = json_rows([(c, first, last) for c, (first, last) in windows.items()])
     table = UsageDailyRollup._meta.db_table
@@ -417,9 +417,8 @@ def companies_overview(
 def with_pending_drafts(companies: list[Company]) -> list[Company]:
     """Set `pending_cost` and `pending_generations` on each company: one query for all.
 
-    The two sums read the same draft buckets; as two correlated subqueries they
-    were two thirds of the staff overview's SELECT (91 ms at 10M rows, a page of
-    51 rows: 48 + 27 ms for the sums), as one grouped scan 67-83 ms in all.
+    The two sums read the same draft buckets, so one grouped scan gives both;
+    as two correlated subqueries in the page's SELECT they were most of its cost.
     """
     sums = (
         UsageDailyRollup.objects.filter(status="draft", company__in=[c.pk for c in companies])

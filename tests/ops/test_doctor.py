@@ -310,3 +310,16 @@ def test_rollup_without_its_fillfactor_is_found():
     )
     assert finding.sql == ["ALTER TABLE usage_daily_rollup SET (fillfactor = 80);"]
     assert_fix_repairs(finding)
+
+
+def test_a_missing_storage_parameter_has_its_own_system_check_code():
+    run_sql("ALTER TABLE usage_daily_rollup RESET (fillfactor)")
+    messages = run_checks(tags=["database"], databases=["default"])
+    assert [m.id for m in messages if m.id.startswith("ops.")] == ["ops.W014"]
+
+
+def test_the_lot_parts_check_is_known_to_the_doctor():
+    run_sql("ALTER TABLE billing_creditlot DROP CONSTRAINT lot_parts_add_up")
+    finding = only_finding()
+    assert (finding.code, finding.name) == ("missing_check", "lot_parts_add_up")
+    assert_fix_repairs(finding)

@@ -228,9 +228,9 @@ def test_repricing_drafts_keeps_their_rollup_bucket(company):
 def test_reprice_skips_when_another_run_holds_the_lock(company):
     import threading
 
-    from core.locks import advisory_lock
     from django.db import connections
 
+    from core.locks import advisory_lock
     from usage.pricing import LOCK_NAME
 
     held, release = threading.Event(), threading.Event()

@@ -11,8 +11,8 @@ from django.core.management.base import CommandError, CommandParser
 from ops.commands import LoggedCommand
 from usage.importer import ImportFileError, ImportOptions, ImportSummary, import_usage
 
-# Two recording processes measured best on 2 cores (a 60,000-row one-company file:
-# 1 process 3,256-3,389 rows/s, 2 processes 4,402-4,559, 3 processes 3,958).
+# Two recording processes: on the 2 cores the product is sized for they beat one
+# and three (docs/performance.md, "Import workers").
 DEFAULT_WORKERS = 2
 
 
@@ -21,7 +21,7 @@ class Command(LoggedCommand):
         "Import usage from a CSV or JSON Lines file through the same recording service as "
         "the API. Re-running never double counts (the row id is the idempotency key). Rows "
         "that cannot be imported go to a reject file with line number and reason; exit 1 "
-        "when any row was rejected. See README, 'Operations', for the column mapping."
+        "when any row was rejected. See docs/operations.md for the column mapping."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

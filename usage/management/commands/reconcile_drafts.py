@@ -37,7 +37,7 @@ class Command(LoggedCommand):
             default=DEFAULT_BATCH_SIZE,
             help=(
                 f"Largest batch in pending rows (default {DEFAULT_BATCH_SIZE}); batches are "
-                "sized to take ~100 ms each, each one short transaction."
+                "sized to take about 50 ms each at the pace just measured, each one short transaction."
             ),
         )
         parser.add_argument(

@@ -39,8 +39,8 @@ class Command(LoggedCommand):
         parser.add_argument(
             "--apply",
             action="store_true",
-            help="Apply the changes and their credit postings (one transaction per company "
-            "batch). Without it: a dry run.",
+            help="Apply the changes and their credit postings, all in one transaction (all or "
+            "nothing). Without it: a dry run.",
         )
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 

@@ -1,4 +1,5 @@
-"""Review: mixed concurrent writers keep balance == sum(ledger), the balance_after chain and the rollup."""
+"""Mixed concurrent writers (batches, single posts, job saves) keep balance == sum(ledger),
+the balance_after chain and the rollup."""
 
 from __future__ import annotations
 

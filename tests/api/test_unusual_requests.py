@@ -1,4 +1,6 @@
-"""Regressions found in the second review of the money-recording code (one test per bug)."""
+"""Requests at the edges of the rules get a clean answer (never a 500, never a lost event):
+company references that look like UUIDs, NUL characters, year-one and non-finite numbers,
+negative zero, not-yet-saved job ids, a Host that is not allowed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""import_usage regressions found in review: one bad row must be a reject, never the end of the import."""
+"""import_usage: one bad row is a reject, never the end of the import."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""billing.money edge cases found in review."""
+"""billing.money's one rounding at its edges."""
 
 from __future__ import annotations
 
