@@ -1,5 +1,8 @@
 """`GET /healthz`: does the database answer, is every migration applied, does the schema match?
 
+An answer also names the database: vendor, server version, and whether it is the
+embedded server of ops/embedded_pg.py.
+
 A load balancer or uptime check calls it, often every few seconds on every
 host, so it stays cheap: one connection check and the migration plan on each
 call (an unapplied migration answers 503, naming it), and the schema doctor's
@@ -19,6 +22,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from ops import embedded_pg
 from ops.doctor import diagnose, unapplied_migrations
 
 SCHEMA_CACHE_KEY = "ops:healthz:schema:{alias}"
@@ -33,6 +37,17 @@ def database_problems(alias: str = "default") -> list[str]:
     except DatabaseError as exc:
         return [f"database unreachable: {exc.__class__.__name__}: {str(exc).strip()[:200]}"]
     return [f"migration not applied: {app}.{name}" for app, name in pending]
+
+
+def database_info(alias: str = "default") -> dict:
+    """Which database answers: {"vendor", "version" ("18.6"), "embedded"}; needs a connection."""
+    database = connections[alias]
+    version = database.pg_version  # e.g. 180006 (major * 10000 + minor since PostgreSQL 10)
+    return {
+        "vendor": database.vendor,
+        "version": f"{version // 10000}.{version % 10000}",
+        "embedded": embedded_pg.is_embedded(database.settings_dict["HOST"]),
+    }
 
 
 def schema_summary(alias: str = "default") -> dict:
@@ -64,6 +79,4 @@ def healthz(request: HttpRequest) -> JsonResponse:
             {"status": "error", "problems": [f"schema check failed: {exc}"]}, status=503
         )
     status = "ok" if schema["status"] == "ok" else "degraded"
-    return JsonResponse(
-        {"status": status, "database": connections["default"].vendor, "schema": schema}
-    )
+    return JsonResponse({"status": status, "database": database_info(), "schema": schema})

@@ -16,6 +16,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from config.logging import logging_config
+from ops import embedded_pg
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -81,15 +82,13 @@ TEMPLATES = [
     },
 ]
 
-# DATABASE_URL selects the database. Unset, it is a SQLite file in the project
-# folder so the demo runs with no server; PostgreSQL is the production database.
-DATABASE_URL = env.str("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+# DATABASE_URL selects the database. Unset, it is the embedded PostgreSQL that
+# bin/run and bin/test start in .pgdata/ (ops/embedded_pg.py), so `manage.py`
+# reaches the demo's database while bin/run runs.
+DATABASE_URL = env.str("DATABASE_URL", default="") or embedded_pg.database_url()
 DATABASES = {"default": env.db_url_config(DATABASE_URL)}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Wait for a writer instead of failing at once; SQLite is the demo database.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 
 # A read replica for the billing page's reports (config/routers.py): reads inside
 # `use_replica()` go there; writes and migrations never do. Tests mirror it.

@@ -14,9 +14,10 @@ def _import_settings(env: dict[str, str]) -> subprocess.CompletedProcess:
         [
             sys.executable,
             "-c",
-            "import config.settings as s; print(s.DATABASES['default']['ENGINE'])",
+            "import config.settings as s; d = s.DATABASES['default']; "
+            "print(d['ENGINE'], d['HOST'], d['NAME'], d['USER'])",
         ],
-        cwd=ROOT / "tests",  # away from the project's .env
+        cwd=ROOT,  # not tests/, whose ops/ and billing/ packages would shadow the apps
         env={**clean, **env, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
@@ -35,7 +36,25 @@ def test_debug_runs_fall_back_to_a_development_key():
     assert result.returncode == 0, result.stderr
 
 
-def test_database_url_unset_means_sqlite_in_the_project_folder():
+def test_database_url_unset_means_the_embedded_server_in_the_project_folder():
+    # Its socket folder is the host: what bin/run and bin/test start (ops/embedded_pg.py).
     result = _import_settings({"DEBUG": "1", "DATABASE_URL": ""})
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "django.db.backends.sqlite3"
+    assert result.stdout.split() == [
+        "django.db.backends.postgresql",
+        str(ROOT / ".pgdata"),
+        "qg_billing",
+        "postgres",
+    ]
+
+
+def test_database_url_set_is_used_as_given():
+    url = "postgres://app:secret@db.example.com:6432/billing"
+    result = _import_settings({"DEBUG": "1", "DATABASE_URL": url})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.db.backends.postgresql",
+        "db.example.com",
+        "billing",
+        "app",
+    ]

@@ -175,11 +175,11 @@ def test_workers_stop_when_the_import_process_is_killed(tmp_path):
         f"{n},{company.pk},,d{n % 9},10,10,,1,,gpt-test,{stamp()}" for n in range(60_000)
     ]
     path = write(tmp_path, "\n".join(rows) + "\n")
-    database = settings.DATABASES["default"]
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}",
-    }
+    # The settings' URL with the test database's name: a host and port, or a socket folder.
+    test_database_url = (
+        f"{settings.DATABASE_URL.rsplit('/', 1)[0]}/{settings.DATABASES['default']['NAME']}"
+    )
+    env = {**os.environ, "DATABASE_URL": test_database_url}
     command = [sys.executable, "manage.py", "import_usage", str(path), "--workers", "2"]
     parent = subprocess.Popen(command, env=env, cwd=settings.BASE_DIR, stdout=subprocess.DEVNULL)
     try:
