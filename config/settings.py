@@ -4,7 +4,7 @@ the environment (or a `.env` file beside manage.py) through django-environ.
 Development defaults are safe: with DEBUG off (the default) the app refuses to
 start without a real SECRET_KEY; the HTTPS settings are off unless switched on
 by their environment variables, so the same build runs on plain http locally
-and behind a TLS proxy in production. The README lists every variable.
+and behind a TLS proxy in production. docs/operations.md lists every variable.
 """
 
 from __future__ import annotations
