@@ -15,8 +15,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from config.logging import logging_config
 from ops import embedded_pg
+from ops.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -180,7 +180,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 # Requests per minute per API key (0 turns the limit off); counted in CACHES.
 API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=6000)
 
-# One JSON object per line (config/logging.py); LOG_FORMAT=text for humans.
+# One JSON object per line (ops/logging.py); LOG_FORMAT=text for humans.
 LOGGING = logging_config(
     level=env.str("LOG_LEVEL", default="INFO"),
     fmt=env.str("LOG_FORMAT", default="text" if DEBUG else "json"),

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from config.logging import request_id_var
+from ops.logging import request_id_var
 
 logger = logging.getLogger("qg.requests")
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")

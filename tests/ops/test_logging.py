@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from django.http import HttpResponse
 from django.test import RequestFactory
 
-from config.logging import JsonFormatter, request_id_var
+from ops.logging import JsonFormatter, request_id_var
 from ops.middleware import RequestLogMiddleware
 
 SECRET = "qg_0123abcd_S3cr3tS3cr3tS3cr3tS3cr3t"
