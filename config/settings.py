@@ -180,6 +180,26 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 # Requests per minute per API key (0 turns the limit off); counted in CACHES.
 API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=6000)
 
+# --- Reconciliation against the provider (docs/operations.md) ------------------
+# A day and model matches when every token dimension differs by at most the
+# larger of these (tokens, and percent of the provider's figure): exact by default.
+PROVIDER_RECONCILE_TOKEN_TOLERANCE = env.int("PROVIDER_RECONCILE_TOKEN_TOLERANCE", default=0)
+PROVIDER_RECONCILE_TOKEN_TOLERANCE_PERCENT = Decimal(
+    env.str("PROVIDER_RECONCILE_TOKEN_TOLERANCE_PERCENT", default="0")
+)
+# USD per day and model; empty: the cost is shown, not judged (our prices are ours).
+PROVIDER_RECONCILE_COST_TOLERANCE = env.str("PROVIDER_RECONCILE_COST_TOLERANCE", default="")
+# Which of our model names are billed by which provider (besides every model
+# the provider's own report names), and names that mean the same model
+# ("alias=model,..."), applied before the snapshot date is dropped.
+PROVIDER_OPENAI_MODEL_PREFIXES = env.list(
+    "PROVIDER_OPENAI_MODEL_PREFIXES", default=["gpt-", "chatgpt-", "o1", "o3", "o4", "ft:gpt-"]
+)
+PROVIDER_ANTHROPIC_MODEL_PREFIXES = env.list(
+    "PROVIDER_ANTHROPIC_MODEL_PREFIXES", default=["claude-"]
+)
+PROVIDER_MODEL_ALIASES = env.dict("PROVIDER_MODEL_ALIASES", default={})
+
 # One JSON object per line (ops/logging.py); LOG_FORMAT=text for humans.
 LOGGING = logging_config(
     level=env.str("LOG_LEVEL", default="INFO"),

@@ -15,6 +15,7 @@ from django.db.models import F, Q
 
 from billing.models import AmountField, Company, ModelPrice
 from core.ids import uuid7
+from usage.provider_pages import RawJSONEncoder
 
 INT32_MAX = 2_147_483_647
 
@@ -275,3 +276,155 @@ class RejectedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.error_code}: {self.company_ref or '?'} at {self.received_at:%Y-%m-%d %H:%M}"
+
+
+class Provider(models.TextChoices):
+    OPENAI = "openai", "OpenAI"
+    ANTHROPIC = "anthropic", "Anthropic"
+
+
+class ProviderBucket(models.Model):
+    """One UTC day of one provider report (usage or cost), as the provider sent it.
+
+    The unit of idempotency (usage.provider_usage): importing the same day
+    again with the same figures changes nothing; with other figures (the
+    provider corrected or completed the day) the new bucket becomes current,
+    `replaces` the old one, and the old one is kept, marked superseded.
+    """
+
+    class Report(models.TextChoices):
+        USAGE = "usage", "Usage (tokens)"
+        COST = "cost", "Cost"
+
+    provider = models.CharField(max_length=16, choices=Provider.choices)
+    report = models.CharField(max_length=8, choices=Report.choices)
+    day = models.DateField(help_text="The UTC day the bucket covers.")
+    content_hash = models.CharField(
+        max_length=64, help_text="SHA-256 of the bucket's figures, to tell a correction."
+    )
+    result_count = models.IntegerField(default=0)
+    source = models.CharField(
+        max_length=500, blank=True, help_text="File and page it was read from."
+    )
+    imported_at = models.DateTimeField(auto_now_add=True)
+    superseded_at = models.DateTimeField(null=True, blank=True)
+    replaces = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="replaced_by",
+        help_text="The earlier bucket of this day that this one corrected.",
+    )
+
+    class Meta:
+        ordering = ["-day", "provider", "report"]
+        constraints = [
+            # At most one current bucket per provider, report and day (the
+            # import's advisory lock serialises writers; this makes it a fact).
+            models.UniqueConstraint(
+                fields=["provider", "report", "day"],
+                condition=Q(superseded_at__isnull=True),
+                name="provider_bucket_one_current_per_day",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "superseded" if self.superseded_at else "current"
+        return f"{self.get_provider_display()} {self.report} {self.day} ({state})"
+
+
+class ProviderUsageLine(models.Model):
+    """One result of a usage bucket: tokens of one model (and tier, project, key) that day.
+
+    Token dimensions are the provider's, brought to one meaning:
+    `input_tokens` counts every input token (cache reads and cache writes
+    included, as our `prompt_tokens` does); `cached_input_tokens` the cache reads.
+    """
+
+    bucket = models.ForeignKey(ProviderBucket, on_delete=models.CASCADE, related_name="usage_lines")
+    model = models.CharField(max_length=200, help_text="As the provider reports it.")
+    canonical_model = models.CharField(
+        max_length=200, help_text="The name compared with ours (usage.provider_usage)."
+    )
+    service_tier = models.CharField(max_length=32, blank=True)
+    context_window = models.CharField(max_length=32, blank=True)
+    project_id = models.CharField(
+        max_length=200, blank=True, help_text="OpenAI project or Anthropic workspace; empty: none."
+    )
+    api_key_id = models.CharField(max_length=200, blank=True)
+    batch = models.BooleanField(null=True, blank=True)
+    input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_5m_tokens = models.BigIntegerField(default=0)
+    cache_write_1h_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    input_audio_tokens = models.BigIntegerField(default=0)
+    output_audio_tokens = models.BigIntegerField(default=0)
+    requests = models.BigIntegerField(null=True, blank=True, help_text="OpenAI only.")
+    web_search_requests = models.BigIntegerField(default=0)
+    raw = models.JSONField(encoder=RawJSONEncoder, help_text="The result as exported.")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(input_tokens__gte=0)
+                & Q(cached_input_tokens__gte=0)
+                & Q(cache_write_5m_tokens__gte=0)
+                & Q(cache_write_1h_tokens__gte=0)
+                & Q(output_tokens__gte=0),
+                name="provider_usage_tokens_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.input_tokens}+{self.output_tokens}"
+
+
+class ProviderCostLine(models.Model):
+    """One result of a cost bucket: an amount in USD, exact, for one line item that day."""
+
+    bucket = models.ForeignKey(ProviderBucket, on_delete=models.CASCADE, related_name="cost_lines")
+    model = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The model the line names, if it is one: a name the day's usage report "
+        "also names (OpenAI line items read '<model>, <what>').",
+    )
+    canonical_model = models.CharField(max_length=200, blank=True)
+    line_item = models.CharField(
+        max_length=300, blank=True, help_text="OpenAI line_item or Anthropic description."
+    )
+    cost_type = models.CharField(max_length=32, blank=True)
+    token_type = models.CharField(max_length=64, blank=True)
+    service_tier = models.CharField(max_length=32, blank=True)
+    context_window = models.CharField(max_length=32, blank=True)
+    project_id = models.CharField(max_length=200, blank=True)
+    amount = AmountField(help_text="USD (Anthropic's cents converted exactly).")
+    currency = models.CharField(max_length=8, default="USD")
+    raw = models.JSONField(encoder=RawJSONEncoder, help_text="The result as exported.")
+
+    def __str__(self) -> str:
+        return f"{self.line_item or self.model} {self.amount}"
+
+
+class ProviderProjectMap(models.Model):
+    """Which of a provider organisation's projects, workspaces and API keys are this product's.
+
+    Set by `import_provider_usage --project-map FILE`; applied when comparing
+    (usage.provider_reconciliation), so changing it needs no re-import.
+    """
+
+    class Unlisted(models.TextChoices):
+        OURS = "ours", "Ours"
+        EXCLUDE = "exclude", "Excluded"
+
+    provider = models.CharField(max_length=16, choices=Provider.choices, unique=True)
+    ours = models.JSONField(default=list, help_text="Ids whose usage is this product's.")
+    exclude = models.JSONField(default=list, help_text="Ids of other products: never compared.")
+    unlisted = models.CharField(max_length=8, choices=Unlisted.choices, default=Unlisted.OURS)
+    source = models.CharField(max_length=500, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.get_provider_display()} project map"
