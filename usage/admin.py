@@ -7,26 +7,46 @@ usage.reconcile, and see which usage still needs a price.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
+
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, UUIDField
 from django.db.models.expressions import RawSQL
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import path, reverse
+from django.utils.http import urlencode
 
 from billing.admin import ReadOnlyAdmin
 from billing.admin_paging import CappedCountMixin
 from billing.models import Company, ModelPrice
 from billing.money import plain
 from usage import inbox, selectors
+from usage.forms import ProviderReconciliationForm
 from usage.jobs import link_drafts, saved_job_sql
 from usage.models import (
     CostSource,
     Job,
+    Provider,
+    ProviderBucket,
+    ProviderCostLine,
+    ProviderProjectMap,
+    ProviderUsageLine,
     QuestionGenerationUsage,
     RejectedEvent,
     UsageDailyRollup,
     UsageStatus,
 )
+from usage.provider_reconciliation import (
+    STATUS_LABELS,
+    Line,
+    Tolerance,
+    default_range,
+    providers_with_data,
+    reconcile_provider,
+)
+from usage.provider_usage import stored_project_map
 from usage.reconcile import reconcile_selected_drafts
 
 
@@ -114,6 +134,31 @@ class StatusFilter(admin.ChoicesFieldListFilter):
         return queryset
 
 
+class UtcDayFilter(admin.SimpleListFilter):
+    """Usage that occurred on one UTC day (`utc_day=YYYY-MM-DD`): the provider
+    reconciliation's drill-down, which compares by the providers' UTC days."""
+
+    title = "UTC day"
+    parameter_name = "utc_day"
+
+    def lookups(self, request, model_admin):
+        # Only the chosen day: listing every day would scan the table.
+        return [(self.value(), self.value())] if self.value() else []
+
+    def has_output(self) -> bool:
+        return bool(self.value())
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        try:
+            day = date.fromisoformat(self.value())
+        except ValueError as exc:
+            raise IncorrectLookupParameters(f"utc_day {self.value()!r} is not a date") from exc
+        start = datetime.combine(day, time.min, tzinfo=UTC)
+        return queryset.filter(occurred_at__gte=start, occurred_at__lt=start + timedelta(days=1))
+
+
 class ModelFilter(admin.SimpleListFilter):
     """Models that have a price, plus the models of unpriced usage.
 
@@ -165,6 +210,7 @@ class QuestionGenerationUsageAdmin(CappedCountMixin, ReadOnlyAdmin):
         "prepaid",
         ModelFilter,
         ("occurred_at", admin.DateFieldListFilter),
+        UtcDayFilter,
     ]
     search_fields = ["=id", "=draft_job_id", "=idempotency_key", "=job__id"]
     search_help_text = (
@@ -266,3 +312,114 @@ class RejectedEventAdmin(admin.ModelAdmin):
             f"{summary.replayed} replayed, {summary.failed} still failing (see their reason).",
             level,
         )
+
+
+class ProviderUsageLineInline(admin.TabularInline):
+    model = ProviderUsageLine
+    fields = [
+        "model",
+        "service_tier",
+        "context_window",
+        "project_id",
+        "api_key_id",
+        "input_tokens",
+        "cached_input_tokens",
+        "cache_write_5m_tokens",
+        "cache_write_1h_tokens",
+        "output_tokens",
+        "requests",
+    ]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ProviderCostLineInline(admin.TabularInline):
+    model = ProviderCostLine
+    fields = ["line_item", "model", "token_type", "service_tier", "project_id", "amount"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ProviderBucket)
+class ProviderBucketAdmin(ReadOnlyAdmin):
+    """Imported provider days (current and superseded), and the reconciliation page."""
+
+    list_display = ["day", "provider", "report", "result_count", "current", "imported_at", "source"]
+    list_filter = ["provider", "report", ("superseded_at", admin.EmptyFieldListFilter)]
+    date_hierarchy = "day"
+    readonly_fields = ["replaces"]
+    inlines = [ProviderUsageLineInline, ProviderCostLineInline]
+    change_list_template = "admin/usage/providerbucket/change_list.html"
+
+    @admin.display(boolean=True, description="current")
+    def current(self, obj: ProviderBucket) -> bool:
+        return obj.superseded_at is None
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.reconciliation_view)
+        extra = [path("reconciliation/", view, name="usage_provider_reconciliation")]
+        return extra + super().get_urls()
+
+    def reconciliation_view(self, request):
+        """Per UTC day and model: the provider's tokens and cost against what we recorded."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = ProviderReconciliationForm(request.GET or None)
+        choice = form.cleaned_data if form.is_valid() else {}
+        providers = providers_with_data()
+        provider = choice.get("provider") or (providers[0] if providers else Provider.OPENAI)
+        since, until = default_range(provider, until=choice.get("until"))
+        since = choice.get("since") or since
+        report = reconcile_provider(
+            provider=provider, since=since, until=until, tolerance=Tolerance.from_settings()
+        )
+        lines = report.gaps if choice.get("gaps") else report.lines
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Reconciliation against the provider",
+            "opts": self.model._meta,
+            "form": form,
+            "provider": provider,
+            "providers": [(value, label) for value, label in Provider.choices],
+            "report": report,
+            "totals": report.totals(),
+            "rows": [_reconciliation_row(line) for line in lines],
+            "project_map": ProviderProjectMap.objects.filter(provider=provider).first(),
+            "scope": stored_project_map(provider),
+            "since": since,
+            "until": until,
+        }
+        return TemplateResponse(request, "admin/usage/provider_reconciliation.html", context)
+
+
+def _reconciliation_row(line: Line) -> dict:
+    """A line as the template shows it, with the drill-down to our rows of that day."""
+    return {
+        "line": line,
+        "label": STATUS_LABELS[line.status],
+        "signed": {name: f"{value:+,}" if value else "0" for name, value in _tokens(line)},
+        "drill_down": _our_rows_url(line),
+    }
+
+
+def _tokens(line: Line):
+    diff = line.difference
+    return [(name, diff[name]) for name in ("input_tokens", "cached_input_tokens", "output_tokens")]
+
+
+def _our_rows_url(line: Line) -> str:
+    models = line.our_models or sorted({line.model, *line.provider.models})
+    query = {"utc_day": line.day.isoformat()}
+    if len(models) == 1:
+        query["model"] = models[0]
+    else:
+        query["model__in"] = ",".join(models)
+    return f"{reverse('admin:usage_questiongenerationusage_changelist')}?{urlencode(query)}"

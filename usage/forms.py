@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from django import forms
 
 from billing.models import LedgerEntry
-from usage.models import UsageStatus
+from usage.models import Provider, UsageStatus
 from usage.selectors import UsageFilters, previous_month_start
 
 PRESETS = [
@@ -104,3 +104,25 @@ class CreditFilterForm(DateRangeForm):
             data["start"] = data["end"] = None
             return data
         return super().clean()
+
+
+class ProviderReconciliationForm(forms.Form):
+    """The admin's provider reconciliation page: which provider and UTC days."""
+
+    provider = forms.ChoiceField(choices=Provider.choices, required=False)
+    since = forms.DateField(
+        required=False, label="From (UTC day)", widget=forms.DateInput({"type": "date"})
+    )
+    until = forms.DateField(
+        required=False, label="To (UTC day)", widget=forms.DateInput({"type": "date"})
+    )
+    gaps = forms.BooleanField(required=False, label="Only differences")
+
+    def clean(self):
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until and until < since:
+            self.add_error("until", "The last day is before the first.")
+        if since and until and (until - since).days >= MAX_RANGE_DAYS:
+            self.add_error("since", f"At most {MAX_RANGE_DAYS} days at once.")
+        return data

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django import template
 
-from billing.money import format_money
+from billing.money import format_money, plain
 
 register = template.Library()
 
@@ -30,3 +30,9 @@ def percent_change(current: Decimal, previous: Decimal) -> str:
 def get(row: dict, key: str):
     """`{{ row|get:col.key }}`: a table cell by its column's key."""
     return row.get(key)
+
+
+@register.filter
+def exact(amount: Decimal | None) -> str:
+    """`{{ amount|exact }}`: the full-precision figure (e.g. for a title beside the rounded one)."""
+    return plain(amount) or ""
