@@ -387,8 +387,11 @@ class ProviderBucketAdmin(ReadOnlyAdmin):
             "title": "Reconciliation against the provider",
             "opts": self.model._meta,
             "form": form,
+            # The report is wide: the whole page for it, as on the changelists' own pages.
+            "is_nav_sidebar_enabled": False,
             "provider": provider,
-            "providers": [(value, label) for value, label in Provider.choices],
+            "provider_label": Provider(provider).label,
+            "providers": Provider.choices,
             "report": report,
             "totals": report.totals(),
             "rows": [_reconciliation_row(line) for line in lines],
