@@ -15,7 +15,7 @@ from collections.abc import Callable
 from bench import report
 from bench.context import Context
 from bench.measure import Result
-from bench.scenarios import api, importer, pages, reconcile, service
+from bench.scenarios import api, importer, pages, provider, reconcile, service
 
 # (number, name, function). Read-only scenarios first, then the ones that write.
 SCENARIOS: list[tuple[str, str, Callable]] = [
@@ -23,6 +23,7 @@ SCENARIOS: list[tuple[str, str, Callable]] = [
     ("2", "overview", pages.overview),
     ("3", "admin", lambda ctx: [pages.admin_changelist(ctx), pages.admin_changelist_company(ctx)]),
     ("7", "csv_export", pages.csv_export),
+    ("9", "provider_reconcile", provider.provider_reconcile),
     ("4", "reconcile", reconcile.reconcile),
     ("0", "record_usage", service.record_usage_service),
     ("5", "api_single", api.api_single),
