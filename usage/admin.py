@@ -376,8 +376,7 @@ class ProviderBucketAdmin(ReadOnlyAdmin):
         choice = form.cleaned_data if form.is_valid() else {}
         providers = providers_with_data()
         provider = choice.get("provider") or (providers[0] if providers else Provider.OPENAI)
-        since, until = default_range(provider, until=choice.get("until"))
-        since = choice.get("since") or since
+        since, until = form.days(*default_range(provider, until=choice.get("until")))
         report = reconcile_provider(
             provider=provider, since=since, until=until, tolerance=Tolerance.from_settings()
         )

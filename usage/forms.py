@@ -118,11 +118,14 @@ class ProviderReconciliationForm(forms.Form):
     )
     gaps = forms.BooleanField(required=False, label="Only differences")
 
-    def clean(self):
-        data = super().clean()
-        since, until = data.get("since"), data.get("until")
-        if since and until and until < since:
+    def days(self, default_since: date, default_until: date) -> tuple[date, date]:
+        """The chosen days, filled in from the defaults; the defaults when they are wrong."""
+        data = self.cleaned_data if self.is_valid() else {}
+        since, until = data.get("since") or default_since, data.get("until") or default_until
+        if until < since:
             self.add_error("until", "The last day is before the first.")
-        if since and until and (until - since).days >= MAX_RANGE_DAYS:
+        elif (until - since).days >= MAX_RANGE_DAYS:
             self.add_error("since", f"At most {MAX_RANGE_DAYS} days at once.")
-        return data
+        else:
+            return since, until
+        return default_since, default_until

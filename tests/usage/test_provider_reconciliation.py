@@ -220,3 +220,43 @@ def test_a_new_project_map_applies_without_a_re_import(tmp_path):
     mapped = reconcile_provider(provider="openai", since=NOV3, until=NOV3)
     assert [line.status for line in mapped.lines] == ["matches", "matches"]
     assert mapped.excluded_tokens == 412_000 + 18_000
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "2026-11-31"], "--since '2026-11-31' is not a date"),
+        (["--since", "2026-11-05", "--until", "2026-11-03"], "is before since"),
+        (["--token-tolerance", "-1"], "--token-tolerance must not be negative"),
+        (["--token-tolerance-percent", "lots"], "is not a number"),
+        (["--cost-tolerance", "-0.01"], "--cost-tolerance must be a number >= 0"),
+    ],
+)
+def test_wrong_options_are_refused_with_the_reason(args, message):
+    import_anthropic()
+    with pytest.raises(CommandError, match=message):
+        call_command("reconcile_provider", "--provider", "anthropic", *args, stdout=io.StringIO())
+
+
+def test_the_cron_fails_when_nothing_was_ever_imported():
+    with pytest.raises(CommandError, match="No provider usage imported yet"):
+        call_command("reconcile_provider", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="openai: no day in .* has provider data"):
+        call_command("reconcile_provider", "--provider", "openai", stdout=io.StringIO())
+
+
+def test_the_text_output_names_each_gap():
+    record_openai_usage()
+    import_openai(project_map=str(OPENAI_MAP))
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="openai: 2 day/model lines beyond the tolerance"):
+        call_command(
+            "reconcile_provider", "--since", "2026-11-03", "--until", "2026-11-05", stdout=out
+        )
+    text = out.getvalue()
+    assert "6 day/model lines: 4 match, 1 we recorded less, 1 we recorded more" in text
+    assert (
+        "2026-11-04 gpt-4o: we recorded less (input +24,000, cached +8,000, output +3,000); "
+        "lost ~27,000 tokens, $0.08 at our prices, ~2 generations"
+    ) in text
+    assert "2026-11-05 gpt-4o-mini: we recorded more (input -8,000, cached +0, output -900)" in text

@@ -109,6 +109,11 @@ def test_wrong_choices_show_errors_not_a_500(staff_client, world):
     assert "Some of the choices were not valid" in response.content.decode()
     backwards = staff_client.get(f"{PAGE}?since=2026-11-05&until=2026-11-03")
     assert "The last day is before the first." in backwards.content.decode()
+    future = staff_client.get(f"{PAGE}?since=2099-01-01")  # after the default last day
+    assert future.status_code == 200
+    assert "The last day is before the first." in future.content.decode()
+    ages = staff_client.get(f"{PAGE}?since=1990-01-01&until=2026-11-05")
+    assert "days at once" in ages.content.decode()
 
 
 def test_a_wrong_utc_day_on_the_usage_list_is_refused_cleanly(staff_client, world):
