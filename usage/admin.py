@@ -7,13 +7,17 @@ usage.reconcile, and see which usage still needs a price.
 
 from __future__ import annotations
 
+import re
+import tempfile
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, UUIDField
 from django.db.models.expressions import RawSQL
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import urlencode
@@ -22,8 +26,9 @@ from billing.admin import ReadOnlyAdmin
 from billing.admin_paging import CappedCountMixin
 from billing.models import Company, ModelPrice
 from billing.money import plain
+from core.errors import InvalidInput, ServiceError
 from usage import inbox, selectors
-from usage.forms import ProviderReconciliationForm
+from usage.forms import ProviderImportForm, ProviderReconciliationForm
 from usage.jobs import link_drafts, saved_job_sql
 from usage.models import (
     CostSource,
@@ -46,7 +51,7 @@ from usage.provider_reconciliation import (
     providers_with_data,
     reconcile_provider,
 )
-from usage.provider_usage import stored_project_map
+from usage.provider_usage import import_provider_usage, parse_project_map, stored_project_map
 from usage.reconcile import reconcile_selected_drafts
 
 
@@ -364,9 +369,59 @@ class ProviderBucketAdmin(ReadOnlyAdmin):
         return obj.superseded_at is None
 
     def get_urls(self):
-        view = self.admin_site.admin_view(self.reconciliation_view)
-        extra = [path("reconciliation/", view, name="usage_provider_reconciliation")]
+        reconciliation = self.admin_site.admin_view(self.reconciliation_view)
+        upload = self.admin_site.admin_view(self.import_view)
+        extra = [
+            path("reconciliation/", reconciliation, name="usage_provider_reconciliation"),
+            path("import/", upload, name="usage_provider_import"),
+        ]
         return extra + super().get_urls()
+
+    def has_import_permission(self, request) -> bool:
+        # Buckets are read-only here; importing them is the service's job.
+        return request.user.has_perm("usage.add_providerbucket")
+
+    def import_view(self, request):
+        """Upload saved admin-API pages: the same import as `manage.py import_provider_usage`."""
+        if not self.has_import_permission(request):
+            raise PermissionDenied
+        form = ProviderImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            summary = self._import(request, form)
+            if summary is not None:
+                self.message_user(request, _import_message(summary), messages.SUCCESS)
+                query = {"provider": summary.provider}
+                if summary.first_day:
+                    query |= {"since": summary.first_day, "until": summary.last_day}
+                url = reverse("admin:usage_provider_reconciliation")
+                return HttpResponseRedirect(f"{url}?{urlencode(query)}")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import the provider's usage and costs",
+            "opts": self.model._meta,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/usage/providerbucket/import.html", context)
+
+    def _import(self, request, form: ProviderImportForm):
+        data, upload_map = form.cleaned_data, form.cleaned_data["project_map"]
+        with tempfile.TemporaryDirectory(prefix="provider-pages-") as folder:
+            try:
+                project_map = _uploaded_map(upload_map) if upload_map else None
+                return import_provider_usage(
+                    paths=_save_uploads(data["pages"], Path(folder)),
+                    provider=data["provider"],
+                    report=data["report"] or None,
+                    project_map=project_map,
+                    project_map_source=upload_map.name if upload_map else "",
+                    dry_run=data["dry_run"],
+                    actor=request.user,
+                    actor_label="admin upload",
+                )
+            except ServiceError as exc:
+                # Name the uploaded file, not the temporary copy it was read from.
+                form.add_error(None, re.sub(rf"{re.escape(folder)}/\d+-", "", exc.message))
+                return None
 
     def reconciliation_view(self, request):
         """Per UTC day and model: the provider's tokens and cost against what we recorded."""
@@ -400,6 +455,43 @@ class ProviderBucketAdmin(ReadOnlyAdmin):
             "until": until,
         }
         return TemplateResponse(request, "admin/usage/provider_reconciliation.html", context)
+
+
+@admin.register(ProviderProjectMap)
+class ProviderProjectMapAdmin(ReadOnlyAdmin):
+    """Set by an import's project map (command or upload), audited; shown, not edited here."""
+
+    list_display = ["provider", "ours", "exclude", "unlisted", "source", "updated_at"]
+
+
+def _uploaded_map(upload):
+    try:
+        text = upload.read().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{upload.name}: not UTF-8 text ({exc})") from exc
+    return parse_project_map(text, source=upload.name)
+
+
+def _save_uploads(files, folder: Path) -> list[Path]:
+    """The uploads as files, in the order given, under their own (sanitised) names."""
+    paths = []
+    for n, upload in enumerate(files, 1):
+        name = Path(upload.name).name.replace("/", "_") or "page.json"
+        target = folder / f"{n:03d}-{name}"
+        with target.open("wb") as fh:
+            for chunk in upload.chunks():
+                fh.write(chunk)
+        paths.append(target)
+    return paths
+
+
+def _import_message(summary) -> str:
+    done = "Dry run, nothing stored: would import" if summary.dry_run else "Imported"
+    return (
+        f"{done} {summary.buckets} daily buckets of {summary.provider} "
+        f"({summary.usage_buckets} usage, {summary.cost_buckets} cost) from {summary.files} "
+        f"files: {summary.new} new, {summary.unchanged} unchanged, {summary.replaced} replaced."
+    )
 
 
 def _reconciliation_row(line: Line) -> dict:

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 from django import forms
 
 from billing.models import LedgerEntry
-from usage.models import Provider, UsageStatus
+from usage.models import Provider, ProviderBucket, UsageStatus
 from usage.selectors import UsageFilters, previous_month_start
 
 PRESETS = [
@@ -129,3 +129,47 @@ class ProviderReconciliationForm(forms.Form):
         else:
             return since, until
         return default_since, default_until
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Several files in one field (Django's documented pattern)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        one = super().clean
+        return (
+            [one(d, initial) for d in data]
+            if isinstance(data, list | tuple)
+            else [one(data, initial)]
+        )
+
+
+class ProviderImportForm(forms.Form):
+    """The admin's upload of saved admin-API pages: the same import as the command."""
+
+    provider = forms.ChoiceField(choices=Provider.choices)
+    pages = MultipleFileField(
+        label="Saved pages",
+        help_text="The admin API's responses as saved: a .json file per page, or .jsonl with "
+        "a page per line. Daily buckets grouped by model.",
+    )
+    report = forms.ChoiceField(
+        choices=[("", "Told by the pages")] + ProviderBucket.Report.choices,
+        required=False,
+        help_text="Needed only for pages whose every day is empty.",
+    )
+    project_map = forms.FileField(
+        required=False,
+        help_text='Optional JSON {"ours": [ids], "exclude": [ids], "unlisted": "ours"|"exclude"}; '
+        "stored and used by every comparison from now on.",
+    )
+    dry_run = forms.BooleanField(
+        required=False, label="Dry run: check and report, store nothing", label_suffix=""
+    )

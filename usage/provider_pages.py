@@ -315,8 +315,8 @@ def _openai_cost(raw: dict, where: str) -> CostResult:
     amount = _object(raw, "amount", where)
     if not amount:
         raise ExportError(f"{where}: `amount` {{value, currency}} is required")
-    value = amount.get("value")
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+    value = _decimal(amount.get("value"))
+    if value is None:
         raise ExportError(f"{where}.amount: `value` must be a number")
     line_item = _text(raw, "line_item", where)
     model, _, kind = line_item.rpartition(", ")
@@ -330,7 +330,7 @@ def _openai_cost(raw: dict, where: str) -> CostResult:
         service_tier="",
         context_window="",
         project_id=_text(raw, "project_id", where),
-        amount=_amount(Decimal(value), where),
+        amount=_amount(value, where),
         currency=_currency(amount, where),
         raw=raw,
     )
@@ -338,11 +338,8 @@ def _openai_cost(raw: dict, where: str) -> CostResult:
 
 def _anthropic_cost(raw: dict, where: str) -> CostResult:
     cents = raw.get("amount")
-    try:
-        value = Decimal(cents) if isinstance(cents, str) else None
-    except ArithmeticError:
-        value = None
-    if value is None or not value.is_finite():
+    value = _decimal(cents) if isinstance(cents, str) else None
+    if value is None:
         raise ExportError(f"{where}: `amount` must be a decimal string (in cents)")
     return CostResult(
         line_item=_text(raw, "description", where),
@@ -412,6 +409,21 @@ def _object(raw: dict, name: str, where: str) -> dict:
     if not isinstance(value, dict):
         raise ExportError(f"{where}: `{name}` must be an object")
     return value
+
+
+def _decimal(value: Any) -> Decimal | None:
+    """A JSON number (already a Decimal or int) or a decimal string; None otherwise.
+
+    OpenAI documents `amount.value` as a number; a string of digits says the
+    same amount, so it is taken too.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+        return None
+    try:
+        number = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+    except ArithmeticError:
+        return None
+    return number if number.is_finite() else None
 
 
 def _currency(raw: dict, where: str) -> str:

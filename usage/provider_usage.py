@@ -138,7 +138,9 @@ def stored_project_map(provider: str) -> ProjectMap:
     )
 
 
-def _store_project_map(*, provider: str, project_map: ProjectMap, source: str, actor_label: str):
+def _store_project_map(
+    *, provider: str, project_map: ProjectMap, source: str, actor=None, actor_label: str = ""
+) -> None:
     before = stored_project_map(provider)
     values = {
         "ours": sorted(project_map.ours),
@@ -151,6 +153,7 @@ def _store_project_map(*, provider: str, project_map: ProjectMap, source: str, a
     if before != project_map:
         record_audit(
             action="provider_project_map.set",
+            actor=actor,
             actor_label=actor_label,
             obj=row,
             before={"ours": sorted(before.ours), "exclude": sorted(before.exclude)}
@@ -198,6 +201,7 @@ def import_provider_usage(
     project_map: ProjectMap | None = None,
     project_map_source: str = "",
     dry_run: bool = False,
+    actor=None,
     actor_label: str = "",
 ) -> ImportSummary:
     """Store every daily bucket of the saved pages at `paths` (in order; a later
@@ -214,6 +218,7 @@ def import_provider_usage(
                 provider=provider,
                 project_map=project_map,
                 source=project_map_source,
+                actor=actor,
                 actor_label=actor_label,
             )
             summary.project_map_updated = True
@@ -224,6 +229,7 @@ def import_provider_usage(
         if buckets:
             record_audit(
                 action="provider_usage.import",
+                actor=actor,
                 actor_label=actor_label,
                 after={k: v for k, v in summary.as_json().items() if k != "projects"},
             )

@@ -76,3 +76,19 @@ def test_only_differences_and_the_other_provider(page, world):
     page.get_by_role("navigation", name="Providers").get_by_role("link", name="Anthropic").click()
     assert page.locator(".recon-status.we_recorded_less").count() == 1
     assert "claude-sonnet-4" in page.locator("tr.gap").first.inner_text()
+
+
+def test_staff_upload_the_saved_pages_in_the_admin(page, django_user_model, shoot):
+    from tests.usage.provider_world import ANTHROPIC_COSTS, ANTHROPIC_USAGE
+
+    record_anthropic_usage()
+    django_user_model.objects.create_superuser("staff", "s@example.com", "pw-staff-123")
+    log_in(page)
+    page.goto("/admin/usage/providerbucket/")
+    page.get_by_role("link", name="Import saved pages").click()
+    page.get_by_label("Provider").select_option("anthropic")
+    page.get_by_label("Saved pages").set_input_files([str(ANTHROPIC_USAGE), str(ANTHROPIC_COSTS)])
+    shoot(page, "provider-import-1366")
+    page.get_by_role("button", name="Import").click()
+    assert "Imported 4 daily buckets of anthropic" in page.locator(".messagelist").inner_text()
+    assert page.locator(".recon-status.we_recorded_less").count() == 1

@@ -127,3 +127,56 @@ def test_only_staff_with_the_view_permission_see_the_page(client, django_user_mo
     assert client.get(PAGE).status_code == 403
     client.logout()
     assert client.get(PAGE).status_code == 302  # to the admin's login
+
+
+IMPORT = "/admin/usage/providerbucket/import/"
+
+
+def upload(*paths, **fields) -> dict:
+    return {"pages": [open(p, "rb") for p in paths], **fields}  # noqa: SIM115 - the client reads them
+
+
+def test_staff_upload_a_month_of_pages_and_land_on_its_reconciliation(staff_client):
+    from tests.usage.provider_world import OPENAI_COSTS, OPENAI_USAGE
+    from usage.models import ProviderBucket, ProviderProjectMap
+
+    record_openai_usage()
+    data = upload(
+        *OPENAI_USAGE, OPENAI_COSTS, provider="openai", project_map=open(OPENAI_MAP, "rb")
+    )  # noqa: SIM115
+    response = staff_client.post(IMPORT, data, follow=True)
+    assert response.redirect_chain[-1][0].endswith(
+        "reconciliation/?provider=openai&since=2026-11-03&until=2026-11-05"
+    )
+    body = response.content.decode()
+    assert "Imported 6 daily buckets of openai (3 usage, 3 cost) from 3 files: 6 new" in body
+    assert response.context["report"].as_json() == cron("openai")
+    assert ProviderBucket.objects.count() == 6
+    assert ProviderProjectMap.objects.get(provider="openai").exclude == ["proj_helpdesk"]
+    again = staff_client.post(IMPORT, upload(*OPENAI_USAGE, provider="openai"), follow=True)
+    assert "0 new, 3 unchanged, 0 replaced" in again.content.decode()
+
+
+def test_a_broken_upload_is_named_on_the_form_and_nothing_is_stored(staff_client, tmp_path):
+    from tests.usage.provider_world import OPENAI_USAGE
+    from usage.models import ProviderBucket
+
+    broken = tmp_path / "november.json"
+    broken.write_text('{"object": "page", "data": [{"start_time": 1793664000}]}')
+    response = staff_client.post(IMPORT, upload(OPENAI_USAGE[0], broken, provider="openai"))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "november.json: data[0]: `end_time` must be Unix seconds" in body
+    assert "provider-pages-" not in body  # the temporary copy is not named
+    assert not ProviderBucket.objects.exists()
+    dry = staff_client.post(
+        IMPORT, upload(OPENAI_USAGE[0], provider="openai", dry_run="on"), follow=True
+    )
+    assert "Dry run, nothing stored: would import 2 daily buckets" in dry.content.decode()
+    assert not ProviderBucket.objects.exists()
+
+
+def test_only_staff_who_may_add_buckets_upload(client, django_user_model):
+    user = django_user_model.objects.create_user("clerk", password="pw-clerk-123", is_staff=True)
+    client.force_login(user)
+    assert client.get(IMPORT).status_code == 403
