@@ -17,6 +17,7 @@ from billing.models import AuditEvent
 from tests.usage.provider_world import (
     ANTHROPIC_COSTS,
     ANTHROPIC_USAGE,
+    NOV3,
     NOV4,
     OPENAI_COSTS,
     OPENAI_MAP,
@@ -285,3 +286,17 @@ def test_two_imports_at_once_store_each_day_once():
     assert errors == []
     assert sorted((r.new, r.unchanged) for r in results) == [(0, 3), (3, 0)]
     assert counts()[:2] == (3, 3)
+
+
+def test_an_openai_amount_given_as_a_decimal_string_is_taken_exactly(tmp_path):
+    costs = page_of(OPENAI_COSTS)
+    costs["data"][0]["results"][0]["amount"]["value"] = "0.060000000001"
+    costs["data"][0]["results"][1]["amount"]["value"] = "lots"
+    with pytest.raises(CommandError, match=r"results\[1\].amount: `value` must be a number"):
+        run(write(tmp_path, "costs.json", costs))
+    costs["data"][0]["results"][1]["amount"]["value"] = 0.015
+    run(write(tmp_path, "costs.json", costs))
+    first = ProviderCostLine.objects.get(
+        line_item="gpt-4o-2024-08-06, input", project_id="proj_qgen", bucket__day=NOV3
+    )
+    assert first.amount == Decimal("0.060000000001")
