@@ -302,7 +302,7 @@ def reconcile_provider(
     report.days_without_provider_data = [d for d in every_day if d not in days]
     if not days:
         return report
-    theirs, reported = _provider_side(report, since=since, until=until)
+    theirs, reported = _provider_side(report, days=days, since=since, until=until)
     ours = _our_side(provider, reported=reported, days=days, since=since, until=until)
     keys = sorted(set(theirs) | set(ours))
     report.lines = [
@@ -318,7 +318,7 @@ def reconcile_provider(
     return report
 
 
-def _provider_side(report: Report, *, since: date, until: date):
+def _provider_side(report: Report, *, days: set[date], since: date, until: date):
     """Per (day, canonical model): the provider's tokens and cost in our scope."""
     scope = stored_project_map(report.provider)
     current = {
@@ -344,8 +344,10 @@ def _provider_side(report: Report, *, since: date, until: date):
         .select_related("bucket")
         .defer("raw", "bucket__source")
     ):
-        if not scope.is_ours(project_id=line.project_id, api_key_id=""):
-            continue
+        if line.bucket.day not in days or not scope.is_ours(
+            project_id=line.project_id, api_key_id=""
+        ):
+            continue  # a cost without that day's usage is not compared
         if line.canonical_model not in reported[line.bucket.day]:
             report.unattributed_provider_cost += line.amount
             continue

@@ -24,6 +24,7 @@ from tests.usage.provider_world import (
     record_anthropic_usage,
     record_openai_usage,
 )
+from usage.models import ProviderBucket
 from usage.provider_reconciliation import Tolerance, reconcile_provider
 from usage.provider_usage import canonical_model
 
@@ -260,3 +261,14 @@ def test_the_text_output_names_each_gap():
         "lost ~27,000 tokens, $0.08 at our prices, ~2 generations"
     ) in text
     assert "2026-11-05 gpt-4o-mini: we recorded more (input -8,000, cached +0, output -900)" in text
+
+
+def test_costs_of_a_day_without_its_usage_report_are_left_out():
+    import_openai(project_map=str(OPENAI_MAP))
+    only_costs = reconcile_provider(provider="openai", since=NOV3, until=NOV5)
+    assert only_costs.unattributed_provider_cost == Decimal("0.01")
+    ProviderBucket.objects.filter(report="usage", day=NOV3).delete()
+    later = reconcile_provider(provider="openai", since=NOV3, until=NOV5)
+    assert later.days_without_provider_data == [NOV3]
+    assert later.unattributed_provider_cost == 0
+    assert {line.day for line in later.lines} == {NOV4, NOV5}
