@@ -212,6 +212,7 @@ class Report:
     days_without_provider_data: list[date] = field(default_factory=list)
     unattributed_provider_cost: Decimal = Decimal(0)
     excluded_tokens: int = 0
+    cost_reported: bool = False  # any cost line of ours on a compared day
 
     @property
     def gaps(self) -> list[Line]:
@@ -243,7 +244,9 @@ class Report:
             "provider_output_tokens": sum(line.provider.output_tokens for line in self.lines),
             "our_input_tokens": sum(line.ours.input_tokens for line in self.lines),
             "our_output_tokens": sum(line.ours.output_tokens for line in self.lines),
-            "provider_cost": provider_cost + self.unattributed_provider_cost,
+            "provider_cost": (provider_cost + self.unattributed_provider_cost)
+            if self.cost_reported
+            else None,
             "unattributed_provider_cost": self.unattributed_provider_cost,
             "our_cost": sum((line.ours.cost for line in self.lines), Decimal(0)),
             "excluded_tokens": self.excluded_tokens,
@@ -348,6 +351,7 @@ def _provider_side(report: Report, *, days: set[date], since: date, until: date)
             project_id=line.project_id, api_key_id=""
         ):
             continue  # a cost without that day's usage is not compared
+        report.cost_reported = True
         if line.canonical_model not in reported[line.bucket.day]:
             report.unattributed_provider_cost += line.amount
             continue

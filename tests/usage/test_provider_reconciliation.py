@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 
 from tests.conftest import make_company, make_usage
 from tests.usage.provider_world import (
+    ANTHROPIC_USAGE,
     GPT4O,
     NOV3,
     NOV4,
@@ -90,6 +91,11 @@ def test_openai_sample_gives_exactly_the_expected_report():
     assert totals["unattributed_provider_cost"] == Decimal("0.01")  # "web search tool calls"
     assert totals["provider_cost"] == Decimal("0.3787")  # 0.36 gpt-4o, 0.0087 mini, 0.01 other
     assert report.days_without_provider_data == [] and not report.ok
+    call_command(
+        "import_provider_usage", str(ANTHROPIC_USAGE), provider="anthropic", stdout=io.StringIO()
+    )
+    usage_only = reconcile_provider(provider="anthropic", since=NOV3, until=NOV5)
+    assert usage_only.days_compared and usage_only.totals()["provider_cost"] is None
 
 
 def test_anthropic_sample_with_cache_reads_and_writes_gives_exactly_the_expected_report():
