@@ -142,10 +142,15 @@ class UsageTotals:
     completion_tokens: int = 0
     cost: Decimal = Decimal(0)  # of the priced and reported generations only
     unpriced: int = 0  # generations without a price yet: not in `cost`
+    # Cost and questions of the generations that all have a cost (a rollup bucket
+    # counts only when none of its generations is unpriced): cost per question
+    # must not divide a cost that leaves some out by questions that do not.
+    priced_cost: Decimal = Decimal(0)
+    priced_questions: int = 0
 
     @property
     def cost_per_question(self) -> Decimal | None:
-        return self.cost / self.questions if self.questions else None
+        return self.priced_cost / self.priced_questions if self.priced_questions else None
 
 
 def local_range_utc(company: Company, start: date, end: date) -> tuple[datetime, datetime]:
@@ -207,7 +212,15 @@ def _unpriced_count() -> Coalesce:
 def usage_totals(company: Company, f: UsageFilters) -> UsageTotals:
     """The usage tab's totals, from the same source as its rows."""
     rows = _raw_rows(company, f) if f.reads_raw else _rollup_rows(company, f)
-    return UsageTotals(**rows.aggregate(**_sums(f.reads_raw)))
+    priced = Q(cost__isnull=False) if f.reads_raw else Q(unpriced=0)
+    question = "question_count" if f.reads_raw else "questions"
+    return UsageTotals(
+        **rows.aggregate(
+            priced_cost=_cost_sum(priced),
+            priced_questions=Coalesce(Sum(question, filter=priced), 0),
+            **_sums(f.reads_raw),
+        )
+    )
 
 
 # The columns each grouping's table may be sorted by (the page's column keys),
