@@ -435,6 +435,7 @@ class CreditBalanceAdmin(ReadOnlyAdmin):
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(CappedCountMixin, ReadOnlyAdmin):
+    # Who and when it expires are in the detail: Amount stays on screen at 1366 px.
     list_display = [
         "id",
         "created_local",
@@ -442,10 +443,8 @@ class LedgerEntryAdmin(CappedCountMixin, ReadOnlyAdmin):
         "kind",
         "amount_shown",
         "balance_after_shown",
-        "reason",
-        "actor",
-        "expires_local",
         "charge",
+        "reason",
     ]
     fields = readonly_fields = [
         "id",

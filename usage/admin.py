@@ -190,15 +190,15 @@ class ModelFilter(admin.SimpleListFilter):
 
 @admin.register(QuestionGenerationUsage)
 class QuestionGenerationUsageAdmin(CappedCountMixin, ReadOnlyAdmin):
-    # Cost stays on screen at 1366 px beside the filters: the tokens are in the
-    # detail and on the charge page it links to.
+    # Cost beside the time, so it is on screen at 1366 px beside the filters and on
+    # a phone; the tokens are in the detail and on the charge page it links to.
     list_display = [
         "occurred_local",
+        "cost_shown",
         "company",
         "job_or_draft",
         "model",
         "question_count",
-        "cost_shown",
         "charge",
     ]
     fields = readonly_fields = [

@@ -40,6 +40,8 @@ class Column:
         classes = (["num"] if self.numeric else []) + (
             [f"gives-way-{self.gives_way}"] if self.gives_way else []
         )
+        if self.kind == "job":  # a title wraps before Cost is pushed off screen
+            classes.append("wraps")
         return " ".join(classes)
 
 
