@@ -192,13 +192,7 @@ def _usage(request: HttpRequest, company: Company) -> dict | HttpResponseBase:
     totals = selectors.usage_totals(company, filters)
     empty_month = None
     if not form.chose_period() and not totals.generations and job is None:
-        # This month has nothing yet (the 1st, say): show last month, and say so.
-        earlier = replace(
-            filters, start=previous_month_start(filters.start), end=filters.start - ONE_DAY
-        )
-        earlier_totals = selectors.usage_totals(company, earlier)
-        if earlier_totals.generations:
-            empty_month, filters, totals = filters, earlier, earlier_totals
+        empty_month, filters, totals = _last_month_instead(company, filters, totals)
     return {
         "form": form.shown_with(filters.start, filters.end, _preset_shown(form, empty_month)),
         "filters": filters,
@@ -210,6 +204,18 @@ def _usage(request: HttpRequest, company: Company) -> dict | HttpResponseBase:
         "csv_query": _with(_without(request.GET, "format", "page", "sort", "dir"), format="csv"),
         "range_query": _range_query(filters),
     }
+
+
+def _last_month_instead(company: Company, filters: selectors.UsageFilters, totals):
+    """This month has nothing yet (the 1st, say): last month, if it has usage, with the
+    empty month to say so; else this month as it is. One query more, only then."""
+    earlier = replace(
+        filters, start=previous_month_start(filters.start), end=filters.start - ONE_DAY
+    )
+    earlier_totals = selectors.usage_totals(company, earlier)
+    if not earlier_totals.generations:
+        return None, filters, totals
+    return filters, earlier, earlier_totals
 
 
 def _preset_shown(form: UsageFilterForm, empty_month) -> str | None:

@@ -159,12 +159,15 @@ def test_a_generation_shows_the_part_of_its_id_that_differs_and_a_copy_button(
     assert f'href="{charge}"' in html
 
 
-def test_an_empty_this_month_shows_last_month_and_says_so(staff_client, company):
+def test_an_empty_this_month_shows_last_month_and_says_so(
+    staff_client, company, django_assert_max_num_queries
+):
     make_price("gpt-test")
     first = timezone.localtime(timezone.now(), company.tz).date().replace(day=1)
     last_month = timezone.now().replace(day=1) - timedelta(days=3)
     make_usage(company, occurred_at=last_month)
-    response = page(staff_client, company, tab="usage")
+    with django_assert_max_num_queries(8):  # the usage tab's 7, and last month's totals
+        response = page(staff_client, company, tab="usage")
     filters = response.context["filters"]
     assert filters.end == first - timedelta(days=1) and filters.start.day == 1
     html = response.content.decode()
