@@ -144,7 +144,7 @@ def money_html(amount: Decimal | None, currency: str = "USD") -> SafeString:
     hover or focus; others carry it as a title.
     """
     if amount is None:
-        return format_html('<span class="money unknown">—</span>')
+        return SafeString('<span class="money unknown">—</span>')
     text, exact = format_money(amount, currency), format_exact(amount, currency)
     if is_shown_exactly(amount) or to_cents(amount):
         title = "" if is_shown_exactly(amount) else exact

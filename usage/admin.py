@@ -18,6 +18,7 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from billing.admin import ReadOnlyAdmin
 from billing.admin_display import exact_money_field, money_column, time_column
@@ -241,7 +242,7 @@ class QuestionGenerationUsageAdmin(CappedCountMixin, ReadOnlyAdmin):
     @admin.display(description="Cost", ordering="cost")
     def cost_shown(self, obj: QuestionGenerationUsage):
         if obj.cost is None:
-            return format_html('<span class="no-price">no price</span>')
+            return SafeString('<span class="no-price">no price</span>')
         shown = money_html(obj.cost, obj.company.currency)
         if obj.cost_source == CostSource.REPORTED:
             return format_html('{} <span class="muted">reported</span>', shown)

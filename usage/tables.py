@@ -232,6 +232,9 @@ def _job_html(row: dict, links: Links) -> SafeString:
     return format_html('<span class="badge draft">{}</span>', label)
 
 
+NO_PRICE = SafeString('<span class="badge unpriced">no price</span>')
+
+
 def cost_html(row: dict, currency: str) -> SafeString:
     """A row's cost by the display rule, saying what it leaves out.
 
@@ -245,7 +248,7 @@ def cost_html(row: dict, currency: str) -> SafeString:
         or (cost is None)
         or (unpriced and unpriced == generations)
     ):
-        return format_html('<span class="badge unpriced">no price</span>')
+        return NO_PRICE
     shown = money_html(cost, currency)
     if unpriced:
         return format_html(
