@@ -6,6 +6,10 @@ and corrections are new entries posted through billing.ledger.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -14,13 +18,15 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
+from billing.admin_display import exact_money_field, money_column, time_column, utc
 from billing.admin_paging import CappedCountMixin
 from billing.audit import audit_changes, snapshot
 from billing.companies import TIMEZONE_CHANGE_HINT
 from billing.credits import post_credit
-from billing.forms import CreditPostingForm
+from billing.forms import AmountFormField, CreditPostingForm
 from billing.models import (
     APIKey,
     AuditEvent,
@@ -32,7 +38,7 @@ from billing.models import (
     Membership,
     ModelPrice,
 )
-from billing.money import format_money
+from billing.money import format_money, format_price
 from billing.selectors import company_ledger, credit_summary
 from core.errors import ServiceError
 
@@ -143,6 +149,14 @@ class CompanyAdminForm(forms.ModelForm):
             "monthly_spend_limit",
             "billing_emails",
         ]
+        field_classes = dict.fromkeys(CREDIT_POLICY_FIELDS, AmountFormField)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        currency = self.instance.currency or "USD"
+        for name in CREDIT_POLICY_FIELDS:
+            field = self.fields[name]
+            field.label = f"{field.label} ({currency})"
 
     def clean_timezone(self) -> str:
         value = self.cleaned_data["timezone"]
@@ -165,12 +179,12 @@ class CompanyAdmin(AuditedAdmin):
         "month_to_date_spend_display",
         "low_balance_flag",
         "is_active",
-        "created_at",
+        "created_local",
     ]
     list_filter = ["is_active", LowBalanceFilter, "timezone"]
     search_fields = ["name", "external_id", "id"]
     list_select_related = ["credit_balance"]
-    readonly_fields = ["id", "billing_page", "created_at", "updated_at"]
+    readonly_fields = ["id", "billing_page", "created_local", "updated_local"]
     inlines = [MembershipInline]
     change_form_template = "admin/billing/company/change_form.html"
     fieldsets = [
@@ -199,14 +213,25 @@ class CompanyAdmin(AuditedAdmin):
                 ]
             },
         ),
-        ("Timestamps", {"fields": ["created_at", "updated_at"]}),
+        ("Timestamps", {"fields": ["created_local", "updated_local"]}),
     ]
 
     audited_fields = CREDIT_POLICY_FIELDS
+    created_local = staticmethod(time_column("created_at", "Created", zone=lambda c: c.tz))
+    updated_local = staticmethod(time_column("updated_at", "Updated", zone=lambda c: c.tz))
     audit_prefix = "company.credit_policy"
 
     def audit_company(self, obj: Company) -> Company:
         return obj
+
+    change_list_template = "admin/billing/company/change_list.html"
+
+    def changelist_view(self, request, extra_context=None):
+        # Spend leaves out unpriced usage: the list says so (one query, partial index).
+        from usage.admin import unpriced_warning
+
+        context = {**unpriced_warning(request), "unpriced_lead": "Spend leaves out"}
+        return super().changelist_view(request, {**context, **(extra_context or {})})
 
     def get_changelist_instance(self, request):
         # Month-to-date spend for the whole page in one query over the daily
@@ -250,26 +275,23 @@ class CompanyAdmin(AuditedAdmin):
         ]
 
     def credits_view(self, request: HttpRequest, object_id) -> HttpResponse:
-        """Post a purchase, grant, refund or adjustment; the ledger with its running balance."""
+        """Post a purchase, grant, refund or adjustment after a confirmation step; the
+        ledger with its running balance."""
+        from usage.selectors import unpriced_of  # the admin is the top layer (see above)
+
         company = get_object_or_404(Company, pk=object_id)
         if not self.has_change_permission(request, company):
             raise PermissionDenied
-        form = CreditPostingForm(request.POST or None)
+        form = CreditPostingForm(request.POST or None, company=company)
+        summary = credit_summary(company)
+        confirm = None
         if request.method == "POST" and form.is_valid():
-            try:
-                posting = post_credit(company=company, actor=request.user, **form.cleaned_data)
-            except ServiceError as exc:
-                form.add_error(None, exc.message)
-            else:
-                entry = posting.entry
-                verb = "Posted" if posting.created else "Already posted"
-                messages.success(
-                    request,
-                    f"{verb}: {entry.get_kind_display()} of "
-                    f"{format_money(entry.amount, company.currency)}; balance now "
-                    f"{format_money(entry.balance_after, company.currency)}.",
-                )
-                return HttpResponseRedirect(request.path)
+            if "confirm" in request.POST:
+                posted = self._post_credit(request, company, form)
+                if posted is not None:
+                    return posted
+            elif "edit" not in request.POST:
+                confirm = _confirmation(form, company, summary)
         # Keyset pages (`?before=<id>`): a usage-heavy ledger is never counted.
         ledger = company_ledger(company)
         if (request.GET.get("before") or "").isdigit():
@@ -281,12 +303,66 @@ class CompanyAdmin(AuditedAdmin):
             "original": company,
             "title": f"Credits of {company.name}",
             "form": form,
-            "summary": credit_summary(company),
+            "confirm": confirm,
+            "summary": summary,
             "ledger": ledger,
             "older": ledger[-1].pk if len(ledger) == LEDGER_PAGE else None,
             "change_url": reverse("admin:billing_company_change", args=[company.pk]),
+            "charge_base": reverse("billing:company", args=[company.pk]),
+            "unpriced": unpriced_of(company),
+            "unpriced_lead": "The balance leaves out",
         }
-        return TemplateResponse(request, "admin/billing/company/credits.html", context)
+        with timezone.override(company.tz):
+            return TemplateResponse(request, "admin/billing/company/credits.html", context)
+
+    def _post_credit(self, request, company: Company, form: CreditPostingForm):
+        try:
+            posting = post_credit(company=company, actor=request.user, **form.posting())
+        except ServiceError as exc:
+            for field, message in (exc.fields or {}).items():
+                if field in form.fields:
+                    form.add_error(field, message)
+            if not exc.fields or not set(exc.fields) & set(form.fields):
+                form.add_error(None, exc.message)
+            return None
+        entry = posting.entry
+        verb = "Posted" if posting.created else "Already posted"
+        messages.success(
+            request,
+            f"{verb}: {entry.get_kind_display()} of "
+            f"{format_money(entry.amount, company.currency)}; balance now "
+            f"{format_money(entry.balance_after, company.currency)}.",
+        )
+        return HttpResponseRedirect(request.path)
+
+
+@dataclass(frozen=True)
+class CreditConfirmation:
+    """What the confirmation step shows before anything is posted."""
+
+    kind: str
+    amount: Decimal
+    reason: str
+    expires_at: datetime | None
+    balance_before: Decimal
+    balance_after: Decimal
+    debt_paid: Decimal  # of the company's debt, what this credit pays off first
+    hidden: dict
+
+
+def _confirmation(form: CreditPostingForm, company: Company, summary) -> CreditConfirmation:
+    amount = form.cleaned_data["amount"]
+    return CreditConfirmation(
+        kind=form.kind_label(),
+        amount=amount,
+        reason=form.cleaned_data["reason"],
+        expires_at=form.expires_at(),
+        balance_before=summary.balance,
+        # A posting adds exactly its amount to the balance (docs/ledger.md).
+        balance_after=summary.balance + amount,
+        debt_paid=min(summary.debt, amount) if amount > 0 else Decimal(0),
+        hidden=form.as_hidden_data(),
+    )
 
 
 @admin.register(Membership)
@@ -302,11 +378,11 @@ class MembershipAdmin(admin.ModelAdmin):
 class ModelPriceAdmin(AuditedAdmin):
     list_display = [
         "model",
-        "input_per_million",
-        "cached_input_per_million",
-        "output_per_million",
-        "effective_from",
-        "effective_to",
+        "input_price",
+        "cached_input_price",
+        "output_price",
+        "effective_from_utc",
+        "effective_to_utc",
     ]
     list_filter = ["model"]
     search_fields = ["model"]
@@ -315,6 +391,20 @@ class ModelPriceAdmin(AuditedAdmin):
 
     audited_fields = PRICE_FIELDS
     audit_prefix = "model_price"
+    effective_from_utc = staticmethod(time_column("effective_from", "In effect from", zone=utc))
+    effective_to_utc = staticmethod(time_column("effective_to", "Until", zone=utc))
+
+    @admin.display(description="Uncached input / 1M", ordering="input_per_million")
+    def input_price(self, obj: ModelPrice) -> str:
+        return format_price(obj.input_per_million, obj.currency)
+
+    @admin.display(description="Cached input / 1M", ordering="cached_input_per_million")
+    def cached_input_price(self, obj: ModelPrice) -> str:
+        return format_price(obj.cached_input_per_million, obj.currency)
+
+    @admin.display(description="Output / 1M", ordering="output_per_million")
+    def output_price(self, obj: ModelPrice) -> str:
+        return format_price(obj.output_per_million, obj.currency)
 
     def get_readonly_fields(self, request, obj: ModelPrice | None = None):
         # A price that has priced usage is evidence: every such charge must stay
@@ -332,24 +422,60 @@ class ModelPriceAdmin(AuditedAdmin):
 
 @admin.register(CreditBalance)
 class CreditBalanceAdmin(ReadOnlyAdmin):
-    list_display = ["company", "balance", "updated_at"]
+    list_display = ["company", "balance_shown", "debt_shown", "updated_local"]
     search_fields = ["company__name", "company__external_id"]
     list_select_related = ["company"]
+    fields = readonly_fields = ["company", "balance_exact", "debt_exact", "updated_local"]
+    balance_shown = staticmethod(money_column("balance", "Balance"))
+    debt_shown = staticmethod(money_column("debt", "Debt"))
+    balance_exact = staticmethod(exact_money_field("balance", "Balance"))
+    debt_exact = staticmethod(exact_money_field("debt", "Debt"))
+    updated_local = staticmethod(time_column("updated_at", "Updated"))
 
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(CappedCountMixin, ReadOnlyAdmin):
+    # Who and when it expires are in the detail: Amount stays on screen at 1366 px.
     list_display = [
         "id",
-        "created_at",
+        "created_local",
         "company",
         "kind",
-        "amount",
-        "balance_after",
+        "amount_shown",
+        "balance_after_shown",
+        "charge",
+        "reason",
+    ]
+    fields = readonly_fields = [
+        "id",
+        "company",
+        "kind",
+        "amount_exact",
+        "balance_after_exact",
         "reason",
         "actor",
-        "expires_at",
+        "idempotency_key",
+        "charge",
+        "expires_local",
+        "created_local",
+        "metadata",
     ]
+    created_local = staticmethod(time_column("created_at", "When"))
+    expires_local = staticmethod(time_column("expires_at", "Expires"))
+    amount_shown = staticmethod(money_column("amount", "Amount"))
+    balance_after_shown = staticmethod(
+        money_column("balance_after", "Balance after", ordering="id")
+    )
+    amount_exact = staticmethod(exact_money_field("amount", "Amount"))
+    balance_after_exact = staticmethod(exact_money_field("balance_after", "Balance after"))
+
+    @admin.display(description="Generation")
+    def charge(self, obj: LedgerEntry) -> str:
+        if obj.usage_id is None:
+            return "—"
+        url = reverse("billing:charge", args=[obj.company_id, obj.usage_id])
+        return format_html('<a href="{}">Explain the charge</a>', url)
+
     list_filter = ["kind", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["company__name", "company__external_id", "idempotency_key", "=usage_id"]
     list_select_related = ["company", "actor"]
@@ -373,8 +499,9 @@ class APIKeyAdmin(admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(CappedCountMixin, ReadOnlyAdmin):
+    created_local = staticmethod(time_column("created_at", "When"))
     list_display = [
-        "created_at",
+        "created_local",
         "action",
         "actor",
         "actor_label",
@@ -393,13 +520,37 @@ class CreditLotAdmin(ReadOnlyAdmin):
         "id",
         "company",
         "funding",
-        "amount",
-        "consumed",
-        "expired",
-        "remaining",
-        "expires_at",
-        "created_at",
+        "amount_shown",
+        "consumed_shown",
+        "expired_shown",
+        "remaining_shown",
+        "expires_local",
+        "created_local",
     ]
+    fields = readonly_fields = [
+        "id",
+        "company",
+        "entry",
+        "funding",
+        "amount_exact",
+        "consumed_exact",
+        "expired_exact",
+        "remaining_exact",
+        "expires_local",
+        "last_consumed_local",
+        "created_local",
+    ]
+    amount_shown = staticmethod(money_column("amount", "Amount"))
+    consumed_shown = staticmethod(money_column("consumed", "Consumed"))
+    expired_shown = staticmethod(money_column("expired", "Expired"))
+    remaining_shown = staticmethod(money_column("remaining", "Remaining"))
+    amount_exact = staticmethod(exact_money_field("amount", "Amount"))
+    consumed_exact = staticmethod(exact_money_field("consumed", "Consumed"))
+    expired_exact = staticmethod(exact_money_field("expired", "Expired"))
+    remaining_exact = staticmethod(exact_money_field("remaining", "Remaining"))
+    expires_local = staticmethod(time_column("expires_at", "Expires"))
+    last_consumed_local = staticmethod(time_column("last_consumed_at", "Last consumed"))
+    created_local = staticmethod(time_column("created_at", "Created"))
     list_filter = ["funding", ("expires_at", admin.EmptyFieldListFilter)]
     search_fields = ["company__name", "company__external_id", "=entry__id"]
     list_select_related = ["company"]
@@ -408,16 +559,37 @@ class CreditLotAdmin(ReadOnlyAdmin):
 @admin.register(BillingAlert)
 class BillingAlertAdmin(ReadOnlyAdmin):
     list_display = [
-        "created_at",
+        "created_local",
         "company",
         "kind",
         "period",
-        "balance",
-        "threshold",
-        "month_to_date_spend",
-        "emailed_at",
-        "rearmed_at",
+        "balance_shown",
+        "threshold_shown",
+        "spend_shown",
+        "emailed_local",
+        "rearmed_local",
     ]
+    fields = readonly_fields = [
+        "company",
+        "kind",
+        "period",
+        "balance_exact",
+        "threshold_exact",
+        "spend_exact",
+        "recipients",
+        "created_local",
+        "emailed_local",
+        "rearmed_local",
+    ]
+    created_local = staticmethod(time_column("created_at", "Raised"))
+    emailed_local = staticmethod(time_column("emailed_at", "Emailed"))
+    rearmed_local = staticmethod(time_column("rearmed_at", "Re-armed"))
+    balance_shown = staticmethod(money_column("balance", "Balance"))
+    threshold_shown = staticmethod(money_column("threshold", "Threshold"))
+    spend_shown = staticmethod(money_column("month_to_date_spend", "Spend this month"))
+    balance_exact = staticmethod(exact_money_field("balance", "Balance"))
+    threshold_exact = staticmethod(exact_money_field("threshold", "Threshold"))
+    spend_exact = staticmethod(exact_money_field("month_to_date_spend", "Spend this month"))
     list_filter = ["kind", ("emailed_at", admin.EmptyFieldListFilter)]
     search_fields = ["company__name", "company__external_id", "recipients"]
     list_select_related = ["company"]

@@ -9,13 +9,23 @@ rounds. The only rounding happens in :func:`quantize_amount`, applied once
 when an amount enters the system from outside (a cost reported by a caller,
 a credit grant typed by an operator, an imported row), with ROUND_HALF_EVEN
 (banker's rounding, so rounding errors do not drift in one direction).
-Sums of stored amounts are exact; display rounds to cents with ROUND_HALF_UP
-in :func:`format_money` only, and never feeds back into a stored figure.
+Sums of stored amounts are exact.
+
+Display has one rule too, :func:`format_money`, used by every page, the admin
+and the alert emails (docs/ledger.md, "Showing amounts"): an amount of a cent
+or more is rounded to the cent (ROUND_HALF_UP); a non-zero amount below half
+a cent, which would read $0.00, shows two significant digits instead
+($0.0015), and :func:`money_html` keeps its exact figure one hover or focus
+away. Display never feeds back into a stored figure; the CSV and the API
+carry full precision (:func:`plain`).
 """
 
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
+
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 AMOUNT_MAX_DIGITS = 28
 AMOUNT_DECIMAL_PLACES = 12
@@ -81,14 +91,82 @@ def to_cents(amount: Decimal) -> Decimal:
     return amount.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
+SIGNIFICANT_DIGITS = 2  # of an amount below half a cent: $0.0015, $0.000042
+
+
+def display_amount(amount: Decimal) -> Decimal:
+    """The figure the display rule shows: cents, or two significant digits below a cent.
+
+    Never zero for a non-zero amount: 0.001534 shows 0.0015, not 0.00.
+    """
+    cents = to_cents(amount)
+    if cents or not amount:
+        return cents
+    quantum = Decimal(1).scaleb(amount.adjusted() - SIGNIFICANT_DIGITS + 1)
+    return amount.quantize(quantum, rounding=ROUND_HALF_UP)
+
+
+def currency_symbol(currency: str) -> str:
+    return "$" if currency == "USD" else f"{currency} "
+
+
 def format_money(amount: Decimal | None, currency: str = "USD") -> str:
-    """'$1,234.56' / '-$3.10' for display; '—' for an unknown amount."""
+    """'$1,234.56', '-$3.10', '$0.0015' (below a cent); '—' for an unknown amount."""
     if amount is None:
         return "—"
-    cents = to_cents(amount)
-    symbol = "$" if currency == "USD" else f"{currency} "
-    sign = "-" if cents < 0 else ""
-    return f"{sign}{symbol}{abs(cents):,.2f}"
+    shown = display_amount(amount)
+    sign = "-" if shown < 0 else ""
+    if abs(shown) >= CENT or not shown:
+        digits = f"{abs(shown):,.2f}"
+    else:  # below a cent: its significant digits, no trailing zeros ($0.005, not $0.0050)
+        digits = f"{abs(shown).normalize():f}"
+    return f"{sign}{currency_symbol(currency)}{digits}"
+
+
+def format_exact(amount: Decimal, currency: str = "USD") -> str:
+    """Every stored digit, trailing zeros trimmed to the cent: '$1,468.317968875'."""
+    text = plain(amount)
+    sign, text = ("-", text[1:]) if text.startswith("-") else ("", text)
+    whole, _, frac = text.partition(".")
+    return f"{sign}{currency_symbol(currency)}{int(whole):,}.{frac}"
+
+
+def is_shown_exactly(amount: Decimal) -> bool:
+    return display_amount(amount) == amount
+
+
+def money_html(amount: Decimal | None, currency: str = "USD") -> SafeString:
+    """An amount for an HTML page: the display rule, with the exact figure kept.
+
+    `data-amount` holds the exact amount (the browser tests check that no
+    non-zero amount reads $0.00). An amount below a cent is focusable and
+    carries its exact figure as text a screen reader reads and CSS shows on
+    hover or focus; others carry it as a title.
+    """
+    if amount is None:
+        return SafeString('<span class="money unknown">—</span>')
+    text, exact = format_money(amount, currency), format_exact(amount, currency)
+    if is_shown_exactly(amount) or to_cents(amount):
+        title = "" if is_shown_exactly(amount) else exact
+        return format_html(
+            '<span class="money" data-amount="{}"{}>{}</span>',
+            plain(amount),
+            format_html(' title="{}"', title) if title else "",
+            text,
+        )
+    return format_html(
+        '<span class="money sub-cent" data-amount="{}" tabindex="0">{}'
+        '<span class="exact"> (exactly {})</span></span>',
+        plain(amount),
+        text,
+        exact,
+    )
+
+
+def format_price(price: Decimal, currency: str = "USD") -> str:
+    """A price per million tokens as set (up to 6 places): '$2.50', '$0.075'."""
+    text = plain(price)
+    return f"{currency_symbol(currency)}{text}"
 
 
 def plain(amount: Decimal | None) -> str | None:

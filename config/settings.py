@@ -177,6 +177,11 @@ USAGE_GROUP_COMMIT = env.bool("USAGE_GROUP_COMMIT", default=True)
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=2 * 1024 * 1024)
 API_MAX_BATCH_EVENTS = env.int("API_MAX_BATCH_EVENTS", default=1000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+# The staff overview's platform totals are recomputed at most this often (seconds;
+# 0 recomputes them on every view): over every company they cost a scan of two
+# months of the daily rollup. Kept in CACHES.
+PLATFORM_TOTALS_CACHE_SECONDS = env.int("PLATFORM_TOTALS_CACHE_SECONDS", default=60)
+
 # Requests per minute per API key (0 turns the limit off); counted in CACHES.
 API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=6000)
 

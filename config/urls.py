@@ -15,6 +15,10 @@ admin.site.index_title = "Platform administration"
 
 # A 400 under /api/ (e.g. a Host header not in ALLOWED_HOSTS) in the API's shape.
 handler400 = "config.api.bad_request"
+# Styled pages in the billing look elsewhere, the API's error shape under /api/.
+handler403 = "config.error_pages.permission_denied"
+handler404 = "config.error_pages.not_found"
+handler500 = "config.error_pages.server_error"
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/billing/", permanent=False)),

@@ -1,8 +1,8 @@
-"""Parsing dates and instants typed by operators (command-line arguments)."""
+"""Dates and instants: parsing what operators type, and the one way instants are shown."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, tzinfo
 
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -26,3 +26,14 @@ def parse_instant(text: str) -> datetime:
     if instant.tzinfo is None:
         raise ValueError(f"{text!r} has no UTC offset; add one (e.g. +00:00) or give a date")
     return instant
+
+
+def format_instant(instant: datetime, tz: tzinfo, *, seconds: bool = False) -> str:
+    """The one way an instant is shown: in `tz`, its zone named ('Dec 20, 2026 19:00 EST').
+
+    Company-scoped pages and admin rows pass the company's zone, everything
+    else UTC. The abbreviation (EST, CET, +0530's 'IST') tells DST apart.
+    """
+    local = instant.astimezone(tz)
+    clock = "%H:%M:%S" if seconds else "%H:%M"
+    return local.strftime(f"%b %-d, %Y {clock} %Z")

@@ -92,6 +92,13 @@ def _plain_static_storage(settings):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_platform_totals(settings):
+    """The staff overview's platform totals are cached for a minute in production;
+    each test sees its own world (tests of the cache turn it back on)."""
+    settings.PLATFORM_TOTALS_CACHE_SECONDS = 0
+
+
+@pytest.fixture(autouse=True)
 def _flushable_ledger(request):
     """Let a transactional test's flush TRUNCATE the append-only ledger.
 

@@ -15,18 +15,26 @@ from pathlib import Path
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, UUIDField
+from django.db import transaction
+from django.db.models import Min, Q, UUIDField
 from django.db.models.expressions import RawSQL
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 from django.utils.http import urlencode
+from django.utils.safestring import SafeString
 
 from billing.admin import ReadOnlyAdmin
+from billing.admin_display import exact_money_field, money_column, time_column
 from billing.admin_paging import CappedCountMixin
+from billing.forms import ModelPriceForm
 from billing.models import Company, ModelPrice
-from billing.money import plain
+from billing.money import format_money, money_html
+from billing.prices import set_model_price
+from core.dates import format_instant
 from core.errors import InvalidInput, ServiceError
+from core.locks import advisory_lock
 from usage import inbox, selectors
 from usage.forms import ProviderImportForm, ProviderReconciliationForm
 from usage.jobs import link_drafts, saved_job_sql
@@ -43,6 +51,8 @@ from usage.models import (
     UsageDailyRollup,
     UsageStatus,
 )
+from usage.pricing import LOCK_NAME as REPRICE_LOCK
+from usage.pricing import RepriceReport, reprice_usage
 from usage.provider_reconciliation import (
     STATUS_LABELS,
     Line,
@@ -101,6 +111,30 @@ class PendingDraftFilter(admin.SimpleListFilter):
         return queryset
 
 
+def pricing_form_initial(model: str) -> dict:
+    """The form's start: the model, and its first unpriced usage's UTC day as the start."""
+    first = (
+        QuestionGenerationUsage.objects.filter(
+            cost_source=CostSource.UNPRICED, model=model
+        ).aggregate(first=Min("occurred_at"))["first"]
+        if model
+        else None
+    )
+    start = (
+        first.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0) if first else None
+    )
+    return {"model": model, "effective_from": start}
+
+
+def _form_errors(form, exc: ServiceError) -> None:
+    """A service's refusal on the fields it names, else above the form."""
+    named = {k: v for k, v in (exc.fields or {}).items() if k in form.fields}
+    for field, message in named.items():
+        form.add_error(field, f"{message}: {exc.message}" if len(named) == 1 else message)
+    if not named:
+        form.add_error(None, exc.message)
+
+
 def _with_saved_job(pending):
     """Rows whose draft belongs to a saved job already (the rule of usage.jobs)."""
     table = QuestionGenerationUsage._meta.db_table
@@ -109,13 +143,26 @@ def _with_saved_job(pending):
     return pending.alias(saved_job=saved_job).filter(saved_job__isnull=False)
 
 
+def unpriced_models(request) -> list[dict]:
+    """Unpriced usage per model, read once per request (the partial index
+    `usage_unpriced`: cheap at any table size) for the warning and the filters."""
+    if not hasattr(request, "_unpriced_models"):
+        request._unpriced_models = selectors.unpriced_usage_by_model()
+    return request._unpriced_models
+
+
+def unpriced_warning(request) -> dict:
+    """The context of admin/usage/_unpriced_warning.html."""
+    rows = unpriced_models(request)
+    return {"unpriced": [selectors.Unpriced(row["model"], row["rows"]) for row in rows]}
+
+
 class NeedsPriceFilter(admin.SimpleListFilter):
     title = "pricing"
     parameter_name = "needs_price"
 
     def lookups(self, request, model_admin):
-        # Counted on the partial index of unpriced rows: cheap at any table size.
-        count = QuestionGenerationUsage.objects.filter(cost_source=CostSource.UNPRICED).count()
+        count = sum(row["rows"] for row in unpriced_models(request))
         return [("yes", f"Needs a price ({count})")]
 
     def queryset(self, request, queryset):
@@ -177,13 +224,8 @@ class ModelFilter(admin.SimpleListFilter):
     parameter_name = "model"
 
     def lookups(self, request, model_admin):
-        priced = ModelPrice.objects.order_by().values_list("model", flat=True)
-        unpriced = (
-            QuestionGenerationUsage.objects.filter(cost_source=CostSource.UNPRICED)
-            .order_by()
-            .values_list("model", flat=True)
-        )
-        models = sorted(set(priced.union(unpriced)))
+        priced = ModelPrice.objects.order_by().values_list("model", flat=True).distinct()
+        models = sorted(set(priced) | {row["model"] for row in unpriced_models(request)})
         return [(model, model) for model in models]
 
     def queryset(self, request, queryset):
@@ -194,8 +236,19 @@ class ModelFilter(admin.SimpleListFilter):
 
 @admin.register(QuestionGenerationUsage)
 class QuestionGenerationUsageAdmin(CappedCountMixin, ReadOnlyAdmin):
+    # Cost beside the time, so it is on screen at 1366 px beside the filters and on
+    # a phone; the tokens are in the detail and on the charge page it links to.
     list_display = [
-        "occurred_at",
+        "occurred_local",
+        "cost_shown",
+        "company",
+        "job_or_draft",
+        "model",
+        "question_count",
+        "charge",
+    ]
+    fields = readonly_fields = [
+        "id",
         "company",
         "job",
         "draft_job_id",
@@ -203,10 +256,48 @@ class QuestionGenerationUsageAdmin(CappedCountMixin, ReadOnlyAdmin):
         "model",
         "question_count",
         "prompt_tokens",
+        "cached_prompt_tokens",
         "completion_tokens",
-        "cost",
+        "cost_exact",
         "cost_source",
+        "price",
+        "prepaid",
+        "charge",
+        "occurred_local",
+        "recorded_local",
+        "reconciled_local",
+        "abandoned_local",
+        "idempotency_key",
+        "processing_time_ms",
+        "metadata",
     ]
+    occurred_local = staticmethod(time_column("occurred_at", "Occurred"))
+    recorded_local = staticmethod(time_column("recorded_at", "Recorded"))
+    reconciled_local = staticmethod(time_column("reconciled_at", "Reconciled"))
+    abandoned_local = staticmethod(time_column("abandoned_at", "Abandoned"))
+    cost_exact = staticmethod(exact_money_field("cost", "Cost"))
+
+    @admin.display(description="Job or draft", ordering="job__title")
+    def job_or_draft(self, obj: QuestionGenerationUsage) -> str:
+        if obj.job_id:
+            return obj.job.title
+        label = "Abandoned draft" if obj.status == UsageStatus.ABANDONED else "Draft"
+        return f"{label} {obj.draft_job_id}"
+
+    @admin.display(description="Cost", ordering="cost")
+    def cost_shown(self, obj: QuestionGenerationUsage):
+        if obj.cost is None:
+            return SafeString('<span class="no-price">no price</span>')
+        shown = money_html(obj.cost, obj.company.currency)
+        if obj.cost_source == CostSource.REPORTED:
+            return format_html('{} <span class="muted">reported</span>', shown)
+        return shown
+
+    @admin.display(description="Charge")
+    def charge(self, obj: QuestionGenerationUsage) -> str:
+        url = reverse("billing:charge", args=[obj.company_id, obj.pk])
+        return format_html('<a href="{}">Explain</a>', url)
+
     list_filter = [
         PendingDraftFilter,
         NeedsPriceFilter,
@@ -242,6 +333,11 @@ class QuestionGenerationUsageAdmin(CappedCountMixin, ReadOnlyAdmin):
     actions = ["reconcile_selected"]
     change_list_template = "admin/usage/questiongenerationusage/change_list.html"
 
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(
+            request, {**unpriced_warning(request), **(extra_context or {})}
+        )
+
     def has_reconcile_permission(self, request) -> bool:
         # Usage is read-only here, but linking drafts is the service's job and
         # only needs the model's change permission (not ModelAdmin's override).
@@ -254,15 +350,92 @@ class QuestionGenerationUsageAdmin(CappedCountMixin, ReadOnlyAdmin):
         self.message_user(
             request,
             f"Reconciled {report.reconciled_rows} rows of {report.reconciled_drafts} drafts "
-            f"({plain(report.reconciled_cost)}); {report.pending_rows} rows of "
+            f"({format_money(report.reconciled_cost)}); {report.pending_rows} rows of "
             f"{report.pending_drafts} drafts have no saved job yet.",
             messages.SUCCESS if report.reconciled_rows else messages.WARNING,
         )
 
     def get_urls(self):
-        view = self.admin_site.admin_view(self.pending_drafts_view)
-        extra = [path("pending-drafts/", view, name="usage_pending_drafts")]
+        site = self.admin_site
+        extra = [
+            path(
+                "pending-drafts/",
+                site.admin_view(self.pending_drafts_view),
+                name="usage_pending_drafts",
+            ),
+            path("price-model/", site.admin_view(self.price_model_view), name="usage_price_model"),
+        ]
         return extra + super().get_urls()
+
+    def price_model_view(self, request):
+        """Add a price for a model whose usage has none, preview the re-pricing, apply it.
+
+        The preview is the real path rolled back: the price is added and the
+        usage re-priced as a dry run inside a transaction that is then undone.
+        Apply does both for good, under reprice_usage's lock, through the same
+        services as `manage.py set_model_price` and `manage.py reprice_usage`.
+        """
+        if not request.user.has_perm("billing.add_modelprice"):
+            raise PermissionDenied
+        initial = pricing_form_initial(request.GET.get("model", ""))
+        form = ModelPriceForm(request.POST or None, initial=initial)
+        preview = None
+        if request.method == "POST" and form.is_valid():
+            if "apply" in request.POST:
+                done = self._apply_price(request, form)
+                if done is not None:
+                    return done
+            elif "edit" not in request.POST:
+                preview = self._preview_price(form)
+        model = (form.data.get("model") if form.is_bound else initial.get("model")) or ""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Price usage that has no price",
+            "opts": self.model._meta,
+            "form": form,
+            "preview": preview,
+            "model": model,
+            "periods": ModelPrice.objects.filter(model=model).order_by("effective_from"),
+            "unpriced": [u for u in selectors.unpriced_usage_by_model() if u["model"] == model],
+        }
+        return TemplateResponse(request, "admin/usage/price_model.html", context)
+
+    def _preview_price(self, form) -> RepriceReport | None:
+        try:
+            with transaction.atomic():
+                set_model_price(**form.price(), actor_label="admin preview")
+                report = reprice_usage(model=form.cleaned_data["model"], apply=False)
+                transaction.set_rollback(True)
+        except ServiceError as exc:
+            _form_errors(form, exc)
+            return None
+        return report
+
+    def _apply_price(self, request, form):
+        with advisory_lock(REPRICE_LOCK) as acquired:
+            if not acquired:
+                form.add_error(
+                    None, "A re-pricing is running (manage.py reprice_usage); try again."
+                )
+                return None
+            try:
+                with transaction.atomic():
+                    price = set_model_price(**form.price(), actor=request.user)
+                    report = reprice_usage(
+                        model=price.model, apply=True, actor=request.user, actor_label="admin"
+                    )
+            except ServiceError as exc:
+                _form_errors(form, exc)
+                return None
+        selectors.forget_platform_totals()
+        self.message_user(
+            request,
+            f"Added the {price.model} price from {format_instant(price.effective_from, UTC)} and "
+            f"priced {report.rows:,} generations: {format_money(report.debited)} debited; "
+            f"{report.still_unpriced:,} still without a price.",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:usage_pending_drafts"))
 
     def pending_drafts_view(self, request):
         """Per company: pending drafts, rows and cost; per model: usage needing a price."""
@@ -278,7 +451,17 @@ class QuestionGenerationUsageAdmin(CappedCountMixin, ReadOnlyAdmin):
 
 @admin.register(UsageDailyRollup)
 class UsageDailyRollupAdmin(CappedCountMixin, ReadOnlyAdmin):
-    list_display = ["day", "company", "model", "status", "generations", "questions", "cost"]
+    list_display = [
+        "day",
+        "company",
+        "model",
+        "status",
+        "generations",
+        "questions",
+        "cost_shown",
+        "unpriced",
+    ]
+    cost_shown = staticmethod(money_column("cost", "Cost"))
     list_filter = ["status", ModelFilter]
     search_fields = ["company__name", "company__external_id"]
     list_select_related = ["company"]

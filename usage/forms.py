@@ -32,10 +32,26 @@ def preset_range(preset: str, today: date) -> tuple[date, date]:
     return first, today
 
 
+class PresetSelect(forms.Select):
+    """The period's choices, each carrying its date range (`data-from`, `data-to`):
+    static/js/billing.js fills the date inputs with it when a preset is picked."""
+
+    ranges: dict[str, tuple[date, date]] = {}
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        if value in self.ranges:
+            start, end = self.ranges[value]
+            option["attrs"].update({"data-from": start.isoformat(), "data-to": end.isoformat()})
+        return option
+
+
 class DateRangeForm(forms.Form):
     """`from`/`to` inclusive local days, or a preset; the default is this month."""
 
-    preset = forms.ChoiceField(choices=[("", "Custom")] + PRESETS, required=False, label="Period")
+    preset = forms.ChoiceField(
+        choices=[("", "Custom")] + PRESETS, required=False, label="Period", widget=PresetSelect
+    )
     from_ = forms.DateField(required=False, label="From", widget=forms.DateInput({"type": "date"}))
     to = forms.DateField(required=False, label="To", widget=forms.DateInput({"type": "date"}))
 
@@ -44,6 +60,25 @@ class DateRangeForm(forms.Form):
         self.today = today
         self.fields["from"] = self.fields.pop("from_")
         self.order_fields(["preset", "from", "to"])
+        self.fields["preset"].widget.ranges = {key: preset_range(key, today) for key, _ in PRESETS}
+
+    def chose_period(self) -> bool:
+        """Whether the request named a period (else the page shows its default)."""
+        return any(self.data.get(name) for name in ("preset", "from", "to"))
+
+    def shown_with(self, start: date, end: date, preset: str | None = None) -> DateRangeForm:
+        """The same form, its date inputs showing the range in effect (a preset's too)."""
+        data = self.data.copy()
+        data["from"], data["to"] = start.isoformat(), end.isoformat()
+        if preset is not None:
+            data["preset"] = preset
+        shown = type(self)(data, **self._shown_kwargs())
+        if self.is_bound and not self.is_valid():
+            shown._errors = self.errors  # keep saying what was wrong with the input
+        return shown
+
+    def _shown_kwargs(self) -> dict:
+        return {"today": self.today, "auto_id": self.auto_id}
 
     def clean(self) -> dict:
         data = super().clean()
@@ -77,6 +112,10 @@ class UsageFilterForm(DateRangeForm):
         chosen = (data or {}).get("model") or ""
         names = sorted(set(models) | ({chosen} if chosen else set()))
         self.fields["model"].choices = [("", "All models")] + [(m, m) for m in names]
+        self.models = models
+
+    def _shown_kwargs(self) -> dict:
+        return {**super()._shown_kwargs(), "models": self.models}
 
     def filters(self) -> UsageFilters:
         """The filters to apply; invalid input falls back to this month, unfiltered."""

@@ -244,6 +244,11 @@ class UsageDailyRollup(models.Model):
                 name="rollup_pending_drafts",
                 condition=Q(status="draft"),
             ),
+            # The staff overview's platform totals: every company's last two
+            # months of buckets (its spend this month and last, the 30-day
+            # trend). `day` never changes, so bucket updates stay HOT; only a
+            # new bucket writes an entry.
+            models.Index(fields=["day"], name="rollup_day"),
         ]
 
     def __str__(self) -> str:

@@ -70,6 +70,9 @@ class CompanyReprice:
     still_unpriced: int = 0  # no price covers them yet
     old_total: Decimal = Decimal(0)  # of the changing rows; unpriced count as 0
     new_total: Decimal = Decimal(0)
+    # What the postings take from the company's credit (negative: give back);
+    # prepaid rows change their cost but never the ledger.
+    debited: Decimal = Decimal(0)
 
     def as_json(self) -> dict:
         return {
@@ -82,6 +85,7 @@ class CompanyReprice:
             "old_total": plain(self.old_total),
             "new_total": plain(self.new_total),
             "difference": plain(self.new_total - self.old_total),
+            "debited": plain(self.debited),
         }
 
 
@@ -91,6 +95,26 @@ class RepriceReport:
     companies: list[CompanyReprice] = field(default_factory=list)
     skipped: bool = False
 
+    @property
+    def rows(self) -> int:
+        return sum(c.rows for c in self.companies)
+
+    @property
+    def old_total(self) -> Decimal:
+        return sum((c.old_total for c in self.companies), Decimal(0))
+
+    @property
+    def new_total(self) -> Decimal:
+        return sum((c.new_total for c in self.companies), Decimal(0))
+
+    @property
+    def debited(self) -> Decimal:
+        return sum((c.debited for c in self.companies), Decimal(0))
+
+    @property
+    def still_unpriced(self) -> int:
+        return sum(c.still_unpriced for c in self.companies)
+
     def as_json(self) -> dict:
         return {
             "applied": self.applied,
@@ -99,6 +123,7 @@ class RepriceReport:
             "still_unpriced": sum(c.still_unpriced for c in self.companies),
             "old_total": plain(sum((c.old_total for c in self.companies), Decimal(0))),
             "new_total": plain(sum((c.new_total for c in self.companies), Decimal(0))),
+            "debited": plain(self.debited),
             "companies": [c.as_json() for c in self.companies],
         }
 
@@ -203,6 +228,8 @@ def _plan(rows: list[dict], summary: CompanyReprice) -> list[_Change]:
         summary.repriced += row["cost_source"] == CostSource.PRICED
         summary.old_total += row["cost"] or Decimal(0)
         summary.new_total += cost
+        if not row["prepaid"]:
+            summary.debited += cost - (row["cost"] or Decimal(0))
     return changes
 
 

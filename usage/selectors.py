@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from itertools import islice
 
+from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import (
     Case,
@@ -29,7 +32,8 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from billing.models import AmountField, Company, LedgerEntry
+from billing.models import AmountField, Company, CreditBalance, LedgerEntry
+from billing.money import TOKENS_PER_PRICE_UNIT
 from core.sql import json_rows, recordset
 from usage.models import CostSource, Job, QuestionGenerationUsage, UsageDailyRollup, UsageStatus
 
@@ -136,11 +140,17 @@ class UsageTotals:
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)  # of the priced and reported generations only
+    unpriced: int = 0  # generations without a price yet: not in `cost`
+    # Cost and questions of the generations that all have a cost (a rollup bucket
+    # counts only when none of its generations is unpriced): cost per question
+    # must not divide a cost that leaves some out by questions that do not.
+    priced_cost: Decimal = Decimal(0)
+    priced_questions: int = 0
 
     @property
     def cost_per_question(self) -> Decimal | None:
-        return self.cost / self.questions if self.questions else None
+        return self.priced_cost / self.priced_questions if self.priced_questions else None
 
 
 def local_range_utc(company: Company, start: date, end: date) -> tuple[datetime, datetime]:
@@ -178,10 +188,12 @@ def _raw_rows(company: Company, f: UsageFilters) -> QuerySet:
 def _sums(raw: bool) -> dict:
     """Aggregates named like the rollup's columns, over rollup or raw rows."""
     if not raw:
-        return {name: Coalesce(Sum(name), 0) for name in TOTAL_FIELDS[:-1]} | {
+        return {name: Coalesce(Sum(name), 0) for name in (*TOTAL_FIELDS[:-1], "unpriced")} | {
             "cost": Coalesce(Sum("cost"), Value(Decimal(0)), output_field=AmountField())
         }
     return {
+        # Before "cost": once `cost` names the sum, `cost IS NULL` would mean the sum's.
+        "unpriced": _unpriced_count(),
         "generations": Count("*"),
         "questions": Coalesce(Sum("question_count"), 0),
         "prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
@@ -191,14 +203,84 @@ def _sums(raw: bool) -> dict:
     }
 
 
+def _unpriced_count() -> Coalesce:
+    # Reads only `cost`, which the covering index holds (COUNT(id) would visit the heap).
+    unpriced = Case(When(cost__isnull=True, then=Value(1)), default=Value(0))
+    return Coalesce(Sum(unpriced), 0)
+
+
 def usage_totals(company: Company, f: UsageFilters) -> UsageTotals:
     """The usage tab's totals, from the same source as its rows."""
     rows = _raw_rows(company, f) if f.reads_raw else _rollup_rows(company, f)
-    return UsageTotals(**rows.aggregate(**_sums(f.reads_raw)))
+    priced = Q(cost__isnull=False) if f.reads_raw else Q(unpriced=0)
+    question = "question_count" if f.reads_raw else "questions"
+    return UsageTotals(
+        **rows.aggregate(
+            priced_cost=_cost_sum(priced),
+            priced_questions=Coalesce(Sum(question, filter=priced), 0),
+            **_sums(f.reads_raw),
+        )
+    )
 
 
-def usage_groups(company: Company, f: UsageFilters) -> QuerySet:
+# The columns each grouping's table may be sorted by (the page's column keys),
+# its default order, and the unique key that breaks ties so pages never overlap.
+SORTABLE = {
+    "day": {"day", *TOTAL_FIELDS},
+    "model": {"model", *TOTAL_FIELDS},
+    "job": set(TOTAL_FIELDS),
+    "generation": {
+        "occurred_at",
+        "model",
+        "status",
+        "questions",
+        "prompt_tokens",
+        "cached_prompt_tokens",
+        "completion_tokens",
+        "cost",
+    },
+}
+DEFAULT_SORT = {
+    "day": ("day", False),
+    "model": ("model", False),
+    "job": ("cost", True),
+    "generation": ("occurred_at", False),
+}
+TIE_BREAKERS = {
+    "day": ("day",),
+    "model": ("model",),
+    "job": ("job_id", "draft"),
+    "generation": ("occurred_at", "id"),
+}
+
+
+@dataclass(frozen=True)
+class Sort:
+    key: str
+    descending: bool = False
+
+
+def sort_for(group: str, key: str, descending: bool) -> Sort:
+    """The requested sort if the grouping's table has that column, else its default."""
+    if key in SORTABLE[group]:
+        return Sort(key, descending)
+    return Sort(*DEFAULT_SORT[group])
+
+
+def _ordering(group: str, sort: Sort) -> list:
+    field = "question_count" if group == "generation" and sort.key == "questions" else sort.key
+    # Unpriced costs (NULL) sort after every priced one, whichever the direction.
+    first = F(field).desc(nulls_last=True) if sort.descending else F(field).asc(nulls_last=True)
+    return [first, *(name for name in TIE_BREAKERS[group] if name != field)]
+
+
+def usage_groups(company: Company, f: UsageFilters, sort: Sort | None = None) -> QuerySet:
     """One dict per row of the usage table (or of its CSV), in display order."""
+    order = _ordering(f.group, sort or Sort(*DEFAULT_SORT[f.group]))
+    return _groups(company, f).order_by(*order)
+
+
+def _groups(company: Company, f: UsageFilters) -> QuerySet:
     if f.group == "generation":
         return generation_rows(company, f)
     if f.group == "job":
@@ -211,7 +293,6 @@ def usage_groups(company: Company, f: UsageFilters) -> QuerySet:
             .annotate(draft=draft)
             .values("job_id", "draft")
             .annotate(**_sums(raw=True))
-            .order_by("-cost", "job_id", "draft")
         )
     if f.job_id is not None:  # day or model of one job: group the raw rows
         key = {"day": F("occurred_on")} if f.group == "day" else {"model": F("model")}
@@ -219,20 +300,28 @@ def usage_groups(company: Company, f: UsageFilters) -> QuerySet:
             _raw_rows(company, f)
             .values(**key)
             .annotate(**_sums(raw=True))
-            .values(*key, *TOTAL_FIELDS)
-            .order_by(*key)
+            .values(*key, *TOTAL_FIELDS, "unpriced")
         )
     key = "day" if f.group == "day" else "model"
-    return _rollup_rows(company, f).values(key).annotate(**_sums(raw=False)).order_by(key)
+    return _rollup_rows(company, f).values(key).annotate(**_sums(raw=False))
 
 
 def usage_rows(
-    company: Company, f: UsageFilters, *, limit: int | None = None, chunk_size: int = 2000
+    company: Company,
+    f: UsageFilters,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+    sort: Sort | None = None,
+    chunk_size: int = 2000,
 ) -> Iterator[dict]:
-    """The usage table's rows: the first `limit` for the page, or all of them streamed
-    from a server-side cursor (the CSV), with job titles on the job grouping."""
-    groups = usage_groups(company, f)
-    rows = iter(groups[:limit]) if limit is not None else groups.iterator(chunk_size=chunk_size)
+    """The usage table's rows: one page (`offset`, `limit`) for the page, or all of them
+    streamed from a server-side cursor (the CSV), with job titles on the job grouping."""
+    groups = usage_groups(company, f, sort)
+    if limit is not None:
+        rows = iter(groups[offset : offset + limit])
+    else:
+        rows = groups.iterator(chunk_size=chunk_size)
     if f.group == "job":
         return _with_job_titles(rows, chunk_size)
     return rows
@@ -249,39 +338,64 @@ def _with_job_titles(rows: Iterator[dict], chunk_size: int) -> Iterator[dict]:
 
 
 def generation_rows(company: Company, f: UsageFilters) -> QuerySet:
-    """Per-generation rows, oldest first (job drill-down and the generation grouping)."""
-    return (
-        _raw_rows(company, f)
-        .order_by("occurred_at", "id")
-        .values(
-            "id",
-            "occurred_at",
-            "job_id",
-            "job__title",
-            "draft_job_id",
-            "model",
-            "status",
-            "question_count",
-            "prompt_tokens",
-            "cached_prompt_tokens",
-            "completion_tokens",
-            "cost",
-            "cost_source",
-        )
+    """Per-generation rows (job drill-down and the generation grouping), unordered."""
+    return _raw_rows(company, f).values(
+        "id",
+        "occurred_at",
+        "job_id",
+        "job__title",
+        "draft_job_id",
+        "model",
+        "status",
+        "question_count",
+        "prompt_tokens",
+        "cached_prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "cost_source",
+        "prepaid",
     )
 
 
-def daily_cost_by_model(company: Company, f: UsageFilters) -> list[tuple[date, str, Decimal]]:
-    """(local day, model, cost) for the chart, oldest day first."""
+def daily_cost_by_model(company: Company, f: UsageFilters) -> list[tuple[date, str, Decimal, int]]:
+    """(local day, model, cost, unpriced generations) for the chart, oldest day first."""
     if f.job_id is not None:
         rows = (
             _raw_rows(company, f)
             .values_list("occurred_on", "model")
             .order_by("occurred_on", "model")
+            .annotate(total=_cost_sum(Q()), unpriced=_unpriced_count())
         )
     else:
-        rows = _rollup_rows(company, f).values_list("day", "model").order_by("day", "model")
-    return list(rows.annotate(total=_cost_sum(Q())))
+        rows = (
+            _rollup_rows(company, f)
+            .values_list("day", "model")
+            .order_by("day", "model")
+            .annotate(total=_cost_sum(Q()), unpriced=Coalesce(Sum("unpriced"), 0))
+        )
+    return list(rows)
+
+
+@dataclass(frozen=True)
+class Unpriced:
+    """Generations of one model that have no price yet (so no cost in any total)."""
+
+    model: str
+    generations: int
+
+    def __str__(self) -> str:
+        noun = "generation" if self.generations == 1 else "generations"
+        verb = "has" if self.generations == 1 else "have"
+        return f"{self.generations:,} {noun} of {self.model} {verb} no price yet"
+
+
+def unpriced_by_model(points: list[tuple[date, str, Decimal, int]]) -> list[Unpriced]:
+    """The chart's points summed per model: what a total leaves out, most first."""
+    counts: dict[str, int] = {}
+    for _day, model, _cost, unpriced in points:
+        if unpriced:
+            counts[model] = counts.get(model, 0) + unpriced
+    return [Unpriced(m, n) for m, n in sorted(counts.items(), key=lambda i: (-i[1], i[0]))]
 
 
 def models_used(company: Company) -> list[str]:
@@ -292,6 +406,21 @@ def models_used(company: Company) -> list[str]:
         .values_list("model", flat=True)
         .distinct()
     )
+
+
+def unpriced_of(company: Company) -> list[Unpriced]:
+    """The company's generations still without a price, per model (all time).
+
+    Reads the company's rollup buckets that have any (the bucket index leads
+    with the company), so it stays cheap however much usage there is.
+    """
+    rows = (
+        UsageDailyRollup.objects.filter(company=company, unpriced__gt=0)
+        .values_list("model")
+        .annotate(n=Sum("unpriced"))
+        .order_by("-n", "model")
+    )
+    return [Unpriced(model, n) for model, n in rows]
 
 
 # --- Overview ----------------------------------------------------------------
@@ -458,7 +587,143 @@ def _month_bounds_by_zone(now: datetime) -> tuple[Case, Case]:
     )
 
 
+# --- Platform totals (the staff overview's head) -------------------------------------
+#
+# Credit outstanding and debt are sums over the balance rows (one per company).
+# Spend reads the rollup's local days: "this month" is every company's days
+# from the 1st of the UTC month on. Over every company that is a scan of two
+# months of buckets (hundreds of thousands of rows at 10M usage rows, where
+# the per-company page needs a few), so the totals are computed at most once
+# per PLATFORM_TOTALS_CACHE_SECONDS and the page says when.
+
+TREND_DAYS = 30
+PLATFORM_TOTALS_KEY = "billing:platform-totals"
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    day: date
+    cost: Decimal
+
+
+@dataclass(frozen=True)
+class CurrencyTotals:
+    currency: str
+    credit_outstanding: Decimal = Decimal(0)  # unconsumed credit: sum of balance + debt
+    debt: Decimal = Decimal(0)
+    this_month: Decimal = Decimal(0)
+    last_month: Decimal = Decimal(0)
+    last_month_same_period: Decimal = Decimal(0)
+    trend: tuple[TrendPoint, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlatformTotals:
+    as_of: datetime
+    month_start: date
+    trend_start: date
+    today: date
+    currencies: tuple[CurrencyTotals, ...]
+    unpriced: tuple[Unpriced, ...]  # every generation still without a price, per model
+    unpriced_by_company: dict  # company id -> generations without a price
+
+    @property
+    def unpriced_generations(self) -> int:
+        return sum(u.generations for u in self.unpriced)
+
+
+def platform_totals(now: datetime | None = None) -> PlatformTotals:
+    """The platform's totals, from the cache when they are fresh enough."""
+    seconds = settings.PLATFORM_TOTALS_CACHE_SECONDS
+    if seconds <= 0:
+        return compute_platform_totals(now)
+    return cache.get_or_set(
+        PLATFORM_TOTALS_KEY, lambda: compute_platform_totals(now), timeout=seconds
+    )
+
+
+def forget_platform_totals() -> None:
+    """After a write the staff should see at once (a re-pricing)."""
+    cache.delete(PLATFORM_TOTALS_KEY)
+
+
+def compute_platform_totals(now: datetime | None = None) -> PlatformTotals:
+    """Three queries: balances per currency, the rollup's last two months per day and
+    currency, and the unpriced generations per company and model."""
+    now = now or timezone.now()
+    today = now.astimezone(UTC).date()
+    first, trend_start = today.replace(day=1), today - timedelta(days=TREND_DAYS - 1)
+    last_first = previous_month_start(first)
+    same_day = last_first.replace(day=min(today.day, (first - timedelta(days=1)).day))
+    totals: dict[str, dict] = defaultdict(lambda: {"trend": {}})
+    balances = (
+        CreditBalance.objects.values_list("company__currency")
+        .annotate(outstanding=Sum(F("balance") + F("debt")), debt=Sum("debt"))
+        .order_by()
+    )
+    for currency, outstanding, debt in balances:
+        totals[currency].update(credit_outstanding=outstanding, debt=debt)
+    days = (
+        UsageDailyRollup.objects.filter(day__gte=min(last_first, trend_start))
+        .values_list("company__currency", "day")
+        .annotate(cost=Sum("cost"))
+        .order_by()
+    )
+    for currency, day, cost in days:
+        _add_day(totals[currency], day, cost, first=first, trend_start=trend_start, same=same_day)
+    unpriced, by_company = _unpriced_everywhere()
+    return PlatformTotals(
+        as_of=now,
+        month_start=first,
+        trend_start=trend_start,
+        today=today,
+        currencies=tuple(_currency_totals(c, totals[c]) for c in sorted(totals)),
+        unpriced=unpriced,
+        unpriced_by_company=by_company,
+    )
+
+
+def _add_day(row: dict, day: date, cost: Decimal, *, first, trend_start, same) -> None:
+    month = "this_month" if day >= first else "last_month"
+    row[month] = row.get(month, Decimal(0)) + cost
+    if day < first and day <= same:
+        row["last_month_same_period"] = row.get("last_month_same_period", Decimal(0)) + cost
+    if day >= trend_start:
+        row["trend"][day] = row["trend"].get(day, Decimal(0)) + cost
+
+
+def _currency_totals(currency: str, row: dict) -> CurrencyTotals:
+    trend = tuple(TrendPoint(day, cost) for day, cost in sorted(row.pop("trend").items()))
+    return CurrencyTotals(currency=currency, trend=trend, **row)
+
+
+def _unpriced_everywhere() -> tuple[tuple[Unpriced, ...], dict]:
+    """Read through the partial index of unpriced usage: cheap while prices keep up."""
+    rows = (
+        QuestionGenerationUsage.objects.filter(cost_source=CostSource.UNPRICED)
+        .values_list("company_id", "model")
+        .annotate(n=Count("*"))
+        .order_by()
+    )
+    per_model: dict[str, int] = defaultdict(int)
+    per_company: dict = defaultdict(int)
+    for company_id, model, n in rows:
+        per_model[model] += n
+        per_company[company_id] += n
+    ordered = sorted(per_model.items(), key=lambda item: (-item[1], item[0]))
+    return tuple(Unpriced(m, n) for m, n in ordered), dict(per_company)
+
+
 # --- Credits tab -------------------------------------------------------------------
+
+
+# The ledger sorts by when (its id: entries are numbered in posting order) or amount.
+LEDGER_SORTS = {"when": "id", "amount": "amount"}
+
+
+def ledger_sort(key: str, descending: bool) -> Sort:
+    """The requested ledger order, else newest first."""
+    return Sort(key, descending) if key in LEDGER_SORTS else Sort("when", True)
 
 
 def ledger_rows(
@@ -467,15 +732,20 @@ def ledger_rows(
     kind: str = "",
     start: date | None = None,
     end: date | None = None,
+    sort: Sort = Sort("when", True),
 ) -> QuerySet:
-    """The company's ledger, newest first, each with its running balance_after."""
+    """The company's ledger, newest first unless sorted, each with its balance_after."""
     rows = LedgerEntry.objects.filter(company=company)
     if kind:
         rows = rows.filter(kind=kind)
     if start and end:
         since, until = local_range_utc(company, start, end)
         rows = rows.filter(created_at__gte=since, created_at__lt=until)
-    return rows.select_related("actor").order_by("-id")
+    field = LEDGER_SORTS[sort.key]
+    order = [f"-{field}" if sort.descending else field]
+    if field != "id":
+        order.append("-id")
+    return rows.select_related("actor").order_by(*order)
 
 
 # --- CSV of every generation, written by PostgreSQL itself ---------------------------
@@ -531,7 +801,7 @@ def pending_drafts_by_company(*, limit: int = 200) -> list[dict]:
     """
     rows = (
         QuestionGenerationUsage.objects.filter(job__isnull=True)
-        .values("company_id", "company__name", "company__external_id")
+        .values("company_id", "company__name", "company__external_id", "company__currency")
         .annotate(
             rows=Count("id"),
             drafts=Count("draft_job_id", distinct=True),
@@ -552,4 +822,75 @@ def unpriced_usage_by_model() -> list[dict]:
         .values("model")
         .annotate(rows=Count("id"), first=Min("occurred_at"), last=Max("occurred_at"))
         .order_by("-rows", "model")
+    )
+
+
+# --- Explaining one charge ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChargeLine:
+    """One priced dimension of a generation: tokens x the rate per million tokens."""
+
+    label: str
+    tokens: int
+    rate: Decimal | None  # per million tokens; None when nothing here priced it
+    cost: Decimal | None
+
+
+@dataclass(frozen=True)
+class Charge:
+    usage: QuestionGenerationUsage
+    lines: list[ChargeLine]
+    total: Decimal | None  # the sum of the lines (== usage.cost for a priced row)
+    note: str  # how the cost came about, for a reader
+
+    @property
+    def per_question(self) -> Decimal | None:
+        questions = self.usage.question_count
+        return self.total / questions if self.total is not None and questions else None
+
+
+def charge_lines(usage: QuestionGenerationUsage) -> Charge:
+    """What a generation cost, dimension by dimension, at the price period that priced it.
+
+    Uncached input, cached input and output tokens, each at its rate of
+    `usage.price` (exact, as billing.money.price_cost computes it). The one
+    place the billing page breaks a charge down: when prices gain dimensions,
+    this is the function to point at the pricing module's breakdown.
+    """
+    price = usage.price if usage.cost_source == CostSource.PRICED else None
+    dimensions = [
+        ("Uncached input tokens", usage.prompt_tokens - usage.cached_prompt_tokens, "input"),
+        ("Cached input tokens", usage.cached_prompt_tokens, "cached_input"),
+        ("Output tokens", usage.completion_tokens, "output"),
+    ]
+    lines = []
+    for label, tokens, name in dimensions:
+        rate = getattr(price, f"{name}_per_million") if price else None
+        cost = tokens * rate / TOKENS_PER_PRICE_UNIT if rate is not None else None
+        lines.append(ChargeLine(label, tokens, rate, cost))
+    total = sum((line.cost for line in lines), Decimal(0)) if price else usage.cost
+    return Charge(usage=usage, lines=lines, total=total, note=_charge_note(usage))
+
+
+def _charge_note(usage: QuestionGenerationUsage) -> str:
+    if usage.cost_source == CostSource.UNPRICED:
+        return (
+            f"No price of {usage.model} covered this generation when it was recorded: it has "
+            "no cost and no debit yet. It is priced and debited once platform staff add the "
+            "price and reprice."
+        )
+    if usage.cost_source == CostSource.REPORTED:
+        return "The caller reported this cost with the generation; no price table priced it."
+    note = f"Priced at the {usage.model} price in effect when it occurred."
+    if usage.prepaid:
+        note += " Imported history paid for outside this system: it carries no debit."
+    return note
+
+
+def charge_entries(usage: QuestionGenerationUsage) -> list[LedgerEntry]:
+    """The generation's debit and any corrections, oldest first, with balance_after."""
+    return list(
+        LedgerEntry.objects.filter(company_id=usage.company_id, usage_id=usage.pk).order_by("id")
     )

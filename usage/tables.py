@@ -1,7 +1,11 @@
-"""The usage table's columns per grouping: one definition for the page and its CSV.
+"""The usage table's columns per grouping: the CSV's, and the page's.
 
-The HTML table and the CSV export both walk :data:`COLUMNS`, so the CSV is
-exactly what the tab shows (the CSV's `cost` at full precision).
+The CSV walks :data:`COLUMNS` (every column, `cost` at full precision; the
+generation grouping's COPY in usage.selectors writes the same). The page walks
+:data:`WEB_COLUMNS`: the same figures in fewer columns (a job's id and draft id
+fold into its Job cell, the cost source into its Cost cell), so Cost is on
+screen at 1366 px; the columns that give way first are hidden on narrower
+screens (`gives_way`, billing.css), Cost never.
 """
 
 from __future__ import annotations
@@ -13,21 +17,32 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
-from django.utils.html import escape
+from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from billing.money import format_money, plain
+from billing.money import money_html, plain
 
 
 @dataclass(frozen=True)
 class Column:
     key: str
     header: str
-    kind: str = "int"  # int, money, text, day, instant, job
+    kind: str = "int"  # int, money, text, day, instant, job, generation, status
+    # 0: always shown; hidden below 1: 1400 px, 2: 1100 px, 3: 700 px (a phone); billing.css.
+    gives_way: int = 0
 
     @property
     def numeric(self) -> bool:
         return self.kind in ("int", "money")
+
+    @property
+    def css(self) -> str:
+        classes = (["num"] if self.numeric else []) + (
+            [f"gives-way-{self.gives_way}"] if self.gives_way else []
+        )
+        if self.kind == "job":  # a title wraps before Cost is pushed off screen
+            classes.append("wraps")
+        return " ".join(classes)
 
 
 TOTALS = [
@@ -115,64 +130,148 @@ def csv_chunks(lines: Iterable[list[str]], rows_per_chunk: int = 1000) -> Iterat
         yield buffer.getvalue()
 
 
+def _web_totals() -> list[Column]:
+    return [
+        Column("generations", "Generations"),
+        Column("questions", "Questions", gives_way=3),
+        Column("prompt_tokens", "Prompt tokens", gives_way=2),
+        Column("cached_prompt_tokens", "Cached tokens", gives_way=2),
+        Column("completion_tokens", "Completion tokens", gives_way=2),
+        Column("cost", "Cost", "money"),
+    ]
+
+
+WEB_COLUMNS: dict[str, list[Column]] = {
+    "day": [Column("day", "Day", "day"), *_web_totals()],
+    "model": [Column("model", "Model", "text"), *_web_totals()],
+    "job": [Column("job__title", "Job", "job"), *_web_totals()],
+    # The status shows in the Job cell (a draft, an abandoned draft, or the job).
+    "generation": [
+        Column("occurred_at", "Occurred", "instant"),
+        Column("id", "Generation", "generation"),
+        Column("job__title", "Job", "job", gives_way=2),
+        Column("model", "Model", "text", gives_way=3),
+        Column("questions", "Questions", gives_way=3),
+        Column("prompt_tokens", "Prompt tokens", gives_way=2),
+        Column("cached_prompt_tokens", "Cached tokens", gives_way=1),
+        Column("completion_tokens", "Completion tokens", gives_way=2),
+        Column("cost", "Cost", "money"),
+    ],
+}
+
+
+def short_id(value: object) -> str:
+    """The part of a generation id that differs: ids are UUIDv7, time-ordered, so
+    rows of the same minutes share the first 12 hex digits; the last 8 are random."""
+    return "…" + str(value)[-8:]
+
+
 @dataclass(frozen=True)
-class Cell:
-    text: str
-    numeric: bool = False
-    href: str = ""
-    title: str = ""
-    css: str = ""
+class Links:
+    """Where a row's cells link: the job drill-down and a generation's charge page."""
+
+    drill_query: str  # the period, for the job drill-down
+    charge_base: str  # the company's billing URL; a charge is at <base>usage/<id>/
 
 
 def html_cells(
-    row: dict[str, Any], columns: list[Column], *, currency: str, tz: tzinfo, drill_query: str
-) -> list[Cell]:
-    """One table row as display cells, formatted in Python (fast for hundreds of rows)."""
-    return [_html_cell(column, row, currency, tz, drill_query) for column in columns]
+    row: dict[str, Any], columns: list[Column], *, currency: str, tz: tzinfo, links: Links
+) -> list[SafeString]:
+    """One table row as escaped cell contents, formatted in Python (fast for 100s of rows)."""
+    return [_cell(column, row, currency, tz, links) for column in columns]
 
 
-def _html_cell(column: Column, row: dict, currency: str, tz: tzinfo, drill_query: str) -> Cell:
+def _cell(column: Column, row: dict, currency: str, tz: tzinfo, links: Links) -> SafeString:
     value = row.get(column.key)
     if column.kind == "money":
-        return Cell(format_money(value, currency), numeric=True)
+        return cost_html(row, currency)
     if column.kind == "int":
-        return Cell(f"{value or 0:,}", numeric=True)
+        return SafeString(f"{value or 0:,}")
     if column.kind == "day":
-        return Cell(value.strftime("%a, %b %-d, %Y"))
+        return escape(value.strftime("%a, %b %-d, %Y"))
     if column.kind == "instant":
         local = value.astimezone(tz)
-        return Cell(local.strftime("%b %-d, %H:%M:%S"), title=local.isoformat())
+        return format_html(
+            '<time datetime="{}">{}</time>', local.isoformat(), local.strftime("%b %-d, %H:%M:%S")
+        )
     if column.kind == "job":
-        if row.get("job_id"):
-            return Cell(str(value), href=f"?{drill_query}&group=generation&job={row['job_id']}")
-        return Cell("Draft", css="muted")
-    if column.key in ("id", "job_id") and value:
-        return Cell(str(value)[:8] + "…", title=str(value), css="id")
-    if column.key == "status":
-        return Cell(str(value), css=f"badge {value}")
-    return Cell("" if value is None else str(value))
+        return _job_html(row, links)
+    if column.kind == "generation":
+        return format_html(
+            '<a class="id" href="{}usage/{}/" title="Explain the charge of generation {}">{}</a>'
+            '<button type="button" class="copy" data-copy="{}" hidden>'
+            "Copy"
+            '<span class="visually-hidden"> generation id {}</span></button>',
+            links.charge_base,
+            value,
+            value,
+            short_id(value),
+            value,
+            value,
+        )
+    if column.kind == "status":
+        return format_html('<span class="badge {}">{}</span>', value, value)
+    return escape("" if value is None else str(value))
 
 
-def rows_html(rows: list[list[Cell]]) -> SafeString:
-    """The table body's <tr>s, escaped and joined in Python.
+def _job_html(row: dict, links: Links) -> SafeString:
+    job_id = row.get("job_id")
+    if job_id:
+        title = row.get("job__title") or str(job_id)
+        href = f"?{links.drill_query}&group=generation&job={job_id}"
+        return format_html('<a href="{}">{}</a>', href, title)
+    draft = row.get("draft") or row.get("draft_job_id")
+    label = "Abandoned draft" if row.get("status") == "abandoned" else "Draft"
+    if draft:
+        return format_html(
+            '<span class="badge {}">{}</span> <span class="id">{}</span>',
+            row.get("status") or "draft",
+            label,
+            draft,
+        )
+    return format_html('<span class="badge draft">{}</span>', label)
+
+
+NO_PRICE = SafeString('<span class="badge unpriced">no price</span>')
+
+
+def cost_html(row: dict, currency: str) -> SafeString:
+    """A row's cost by the display rule, saying what it leaves out.
+
+    A generation without a price reads "no price" (never $0.00); a group with
+    some says how many of its generations its cost leaves out.
+    """
+    cost, unpriced = row.get("cost"), row.get("unpriced", 0)
+    generations = row.get("generations", 1)
+    if (
+        row.get("cost_source") == "unpriced"
+        or (cost is None)
+        or (unpriced and unpriced == generations)
+    ):
+        return NO_PRICE
+    shown = money_html(cost, currency)
+    if unpriced:
+        return format_html(
+            '{} <span class="badge unpriced" title="not in this cost">+{} no price</span>',
+            shown,
+            f"{unpriced:,}",
+        )
+    for marker in ("reported", "prepaid"):  # a generation's cost not priced here, or not debited
+        if row.get("cost_source") == marker or (marker == "prepaid" and row.get("prepaid")):
+            return format_html('{} <span class="muted small">{}</span>', shown, marker)
+    return shown
+
+
+def rows_html(rows: list[list[SafeString]], columns: list[Column]) -> SafeString:
+    """The table body's <tr>s, joined in Python.
 
     Hundreds of rows of a dozen cells each are ~10x faster this way than as
     nested template loops; the first cell of each row is its header (th scope=row).
     """
-    return mark_safe("\n".join(_row_html(row) for row in rows))  # noqa: S308 - all escaped
-
-
-def _row_html(row: list[Cell]) -> str:
-    parts = []
-    for index, cell in enumerate(row):
-        text = escape(cell.text)
-        if cell.href:
-            text = f'<a href="{escape(cell.href)}">{text}</a>'
-        elif cell.css or cell.title:
-            title = f' title="{escape(cell.title)}"' if cell.title else ""
-            text = f'<span class="{escape(cell.css)}"{title}>{text}</span>'
-        if index == 0:
-            parts.append(f'<th scope="row">{text}</th>')
-        else:
-            parts.append(f'<td class="num">{text}</td>' if cell.numeric else f"<td>{text}</td>")
-    return "<tr>" + "".join(parts) + "</tr>"
+    css = [f' class="{c.css}"' if c.css else "" for c in columns]
+    lines = []
+    for row in rows:
+        cells = [f'<th scope="row"{css[0]}>{row[0]}</th>']
+        cells += [f"<td{css[i]}>{cell}</td>" for i, cell in enumerate(row) if i]
+        lines.append("<tr>" + "".join(cells) + "</tr>")
+    return mark_safe("\n".join(lines))  # noqa: S308 - every cell is escaped above

@@ -11,4 +11,5 @@ app_name = "billing"
 urlpatterns = [
     path("", views.billing_home, name="home"),
     path("<uuid:company_id>/", views.company_page, name="company"),
+    path("<uuid:company_id>/usage/<uuid:usage_id>/", views.charge_page, name="charge"),
 ]

@@ -14,15 +14,16 @@ pytestmark = pytest.mark.django_db
 
 # session + user + the company (tenant check), then the tab's own reads:
 # overview: credit summary (3: balance, lot totals, expiring lots) + spend periods
-# + drafts; usage: models for the filter + rows + chart + totals; credits: credit
-# summary (3) + one ledger page.
+# + drafts + unpriced usage per model; usage: models for the filter + totals +
+# rows + chart (its points also give the unpriced warning); credits: credit
+# summary (3) + unpriced usage per model + one ledger page.
 MAX_QUERIES = {
-    ("overview", ""): 8,
+    ("overview", ""): 9,
     ("usage", "day"): 7,
     ("usage", "model"): 7,
     ("usage", "job"): 8,  # + the shown jobs' titles
     ("usage", "generation"): 7,
-    ("credits", ""): 7,
+    ("credits", ""): 8,
 }
 
 
@@ -53,16 +54,23 @@ def test_company_tabs_query_count_is_fixed(
 
 @pytest.mark.parametrize("companies", [1, 15])
 def test_staff_overview_query_count_is_fixed(
-    staff_client, django_assert_max_num_queries, companies
+    staff_client, django_assert_max_num_queries, settings, companies
 ):
     make_price("m0")
     for _ in range(companies):
         company = make_company()
         make_usage(company, model="m0")
-    # session, user, time zones, the companies, the page's pending-draft sums
-    with django_assert_max_num_queries(5):
+        make_usage(company, model="unpriced-model")
+    # session, user, time zones, the companies, the page's pending-draft sums, and
+    # the platform totals: balances, the rollup's two months, unpriced usage.
+    with django_assert_max_num_queries(8):
         response = staff_client.get(reverse("billing:home"))
     assert len(response.context["companies"]) == companies
+    assert response.context["platform"].unpriced_generations == companies
+    settings.PLATFORM_TOTALS_CACHE_SECONDS = 60
+    staff_client.get(reverse("billing:home"))
+    with django_assert_max_num_queries(5):  # the platform totals come from the cache
+        staff_client.get(reverse("billing:home"))
 
 
 def test_job_drill_down_and_csv_query_counts(staff_client, django_assert_max_num_queries):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -81,10 +81,35 @@ def test_chart_scale_and_tooltips():
     assert nice_step(Decimal("13")) == Decimal("5")
     day = datetime(2026, 11, 2).date()
     chart = daily_stacked_chart(
-        [(day, "a", Decimal("1.5")), (day, "b", Decimal("0.5"))], day, day, "USD"
+        [(day, "a", Decimal("1.5"), 0), (day, "b", Decimal("0.5"), 0)], day, day, "USD"
     )
     assert [b.title for b in chart.bars] == [
         "Mon Nov 2: a $1.50 (day total $2.00)",
         "Mon Nov 2: b $0.50 (day total $2.00)",
     ]
     assert daily_stacked_chart([], day, day, "USD") is None
+
+
+def test_chart_marks_days_with_unpriced_generations_and_names_them_in_the_legend():
+    day = datetime(2026, 11, 2).date()
+    points = [(day, "a", Decimal("0.0015"), 0), (day, "llama", Decimal(0), 3)]
+    chart = daily_stacked_chart(points, day, day, "USD")
+    assert [b.title for b in chart.bars] == [
+        "Mon Nov 2: a $0.0015 (day total $0.0015)",
+        "Mon Nov 2: generations with no price yet, not in the cost: 3 of llama",
+    ]
+    assert [item.label for item in chart.legend] == ["a", "llama: no price yet, not in the bars"]
+    assert "3 generations have no price yet" in chart.summary
+    only_unpriced = daily_stacked_chart([(day, "llama", Decimal(0), 2)], day, day, "USD")
+    assert only_unpriced is not None and len(only_unpriced.bars) == 1
+
+
+def test_narrow_chart_keeps_its_labels_readable_on_a_phone():
+    start = datetime(2026, 11, 1).date()
+    points = [(start + timedelta(days=i), "a", Decimal("1"), 0) for i in range(30)]
+    end = start + timedelta(days=29)
+    wide = daily_stacked_chart(points, start, end, "USD")
+    narrow = daily_stacked_chart(points, start, end, "USD", narrow=True)
+    # Drawn at 340 units for a ~340 px box, text keeps its size; fewer day labels fit.
+    assert narrow.width <= 360 < wide.width
+    assert len(narrow.x_labels) < len(wide.x_labels) and len(narrow.x_labels) >= 3
