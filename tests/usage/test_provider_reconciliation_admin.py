@@ -57,7 +57,7 @@ def test_the_page_marks_each_line_and_totals_the_loss(staff_client, world):
     assert body.count('class="recon-status we_recorded_less"') == 1
     assert body.count('class="recon-status we_recorded_more"') == 1
     assert "+24,000" in body and "+3,000" in body and "~2 generations" in body
-    assert 'title="0.08">$0.08<' in body  # lost, at our prices
+    assert 'data-amount="0.08">$0.08<' in body  # lost, at our prices
     assert "826,750 tokens of other projects left out" in body
     only_gaps = staff_client.get(f"{PAGE}?provider=openai&{DAYS}&gaps=on")
     assert [row["line"].status for row in only_gaps.context["rows"]] == [

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from django import template
 from django.utils.safestring import SafeString
 
-from billing.money import format_exact, format_money, format_price, money_html, plain
+from billing.money import format_exact, format_money, format_price, money_html
 from core.dates import format_instant
 
 register = template.Library()
@@ -63,9 +63,3 @@ def percent_change(current: Decimal, previous: Decimal) -> str:
 def get(row: dict, key: str):
     """`{{ row|get:col.key }}`: a table cell by its column's key."""
     return row.get(key)
-
-
-@register.filter
-def exact(amount: Decimal | None) -> str:
-    """`{{ amount|exact }}`: the full-precision figure (e.g. for a title beside the rounded one)."""
-    return plain(amount) or ""
