@@ -7,6 +7,7 @@ import uuid
 from django import forms
 
 from billing.money import AMOUNT_DECIMAL_PLACES, AMOUNT_MAX_DIGITS
+from core.forms import AsciiDecimalField
 
 
 class CreditPostingForm(forms.Form):
@@ -24,7 +25,7 @@ class CreditPostingForm(forms.Form):
     ]
 
     kind = forms.ChoiceField(choices=KINDS)
-    amount = forms.DecimalField(
+    amount = AsciiDecimalField(
         max_digits=AMOUNT_MAX_DIGITS,
         decimal_places=AMOUNT_DECIMAL_PLACES,
         help_text="Positive; an adjustment may be negative.",

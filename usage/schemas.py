@@ -19,6 +19,7 @@ import pydantic
 from pydantic import BaseModel, Field, StrictInt
 
 from core.errors import InvalidInput
+from core.text import unstorable_path
 from usage.events import UsageEvent
 
 # Readable reasons for pydantic's error types (the rest keep pydantic's message).
@@ -92,30 +93,6 @@ def validation_error(fields: dict[str, str], what: str = "usage event") -> Inval
     return InvalidInput(f"Invalid {what}: {detail}", fields=fields)
 
 
-def nul_path(value: Any, skip_keys: frozenset[str] = frozenset()) -> str | None:
-    """The dotted path of the first string (or key) holding a NUL character, if any.
-
-    PostgreSQL text and jsonb cannot store NUL, so such a value would fail in
-    the database (a 500); it is refused as a validation error instead.
-    Iterative, so deep nesting cannot exhaust the stack. `skip_keys` are
-    top-level keys checked elsewhere (the batch checks each event itself).
-    """
-    stack: list[tuple[str, Any]] = (
-        [(str(k), v) for k, v in value.items() if k not in skip_keys]
-        if isinstance(value, dict)
-        else [("", value)]
-    )
-    while stack:
-        path, item = stack.pop()
-        if "\x00" in path or (isinstance(item, str) and "\x00" in item):
-            return path.replace("\x00", "\\u0000") or "body"
-        if isinstance(item, dict):
-            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in item.items())
-        elif isinstance(item, list):
-            stack.extend((f"{path}.{i}" if path else str(i), v) for i, v in enumerate(item))
-    return None
-
-
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -136,15 +113,12 @@ def strict_json_loads(data: str | bytes) -> Any:
     return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
-NUL_REASON = "must not contain NUL (\\u0000) characters"
-
-
 def event_from_payload(payload: Any, *, default_company: str | None = None) -> UsageEvent:
     """Read one JSON event; InvalidInput naming the fields if its types are wrong."""
     if not isinstance(payload, dict):
         raise validation_error({"event": "must be a JSON object"})
-    if (where := nul_path(payload)) is not None:
-        raise validation_error({where: NUL_REASON})
+    if (bad := unstorable_path(payload)) is not None:
+        raise validation_error(dict([bad]))
     try:
         parsed = UsageIn.model_validate(payload)
     except pydantic.ValidationError as exc:
