@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 
 from django.conf import settings
 from django.core.cache import cache
@@ -20,7 +19,7 @@ from ninja import Field, Router, Schema, Status
 from ninja.security import HttpBearer
 
 from billing.api_keys import authenticate_api_key
-from billing.companies import resolve_company, upsert_company
+from billing.companies import reference_uuid, resolve_company, upsert_company
 from billing.models import APIKey, Company
 from core.errors import AuthenticationFailed, InvalidInput, NotPermitted, ServiceError
 
@@ -111,6 +110,9 @@ def check_body(request: HttpRequest) -> None:
     """Refuse an oversized body or a non-JSON one before it is read."""
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        # config.request_body reads chunked bodies the server de-chunked; this one was not.
+        raise ApiError(411, "length_required", "Send the body with a Content-Length (not chunked).")
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -118,7 +120,7 @@ def check_body(request: HttpRequest) -> None:
     limit = settings.API_MAX_BODY_BYTES
     if length > limit:
         raise ApiError(
-            413, "payload_too_large", f"The request body is {length} bytes; the limit is {limit}."
+            413, "payload_too_large", f"The request body is over the limit of {limit} bytes."
         )
     if request.content_type != "application/json":
         raise ApiError(
@@ -155,10 +157,7 @@ def is_same_company(company: Company, ref: str) -> bool:
     """Whether `ref` names `company` by its UUID or by its external id (which may look like a UUID)."""
     if company.external_id is not None and ref == company.external_id:
         return True
-    try:
-        return uuid.UUID(ref) == company.pk
-    except ValueError:
-        return False
+    return reference_uuid(ref) == company.pk
 
 
 def require_platform_key(request: HttpRequest) -> None:
