@@ -69,7 +69,7 @@ def test_company_admin_uses_every_tab_and_downloads_the_csv(page, world, shoot):
     page.get_by_label("Period").select_option("last_30")
     page.get_by_role("button", name="Apply").click()
     page.wait_for_url("**preset=last_30**")
-    chart = page.locator("figure.chart svg")
+    chart = page.locator("figure.chart svg[role=img]")
     assert chart.is_visible()
     assert page.locator("figure.chart rect title").count() >= 10
     assert "gpt-4o-mini" in page.locator(".legend").inner_text()
