@@ -11,7 +11,7 @@ from django.db import IntegrityError, connection, transaction
 from psycopg import errors as pg_errors
 
 from billing.audit import record_audit
-from billing.errors import CompanyNotFound
+from billing.errors import CompanyNotFound, TimezoneLocked
 from billing.models import Company, validate_timezone
 from core.errors import InvalidInput
 from core.sql import from_row, select_list
@@ -170,7 +170,7 @@ TIMEZONE_CHANGE_HINT = (
 def refuse_timezone_change_with_usage(company: Company) -> None:
     """A time zone change would silently move report days, monthly spend and limits."""
     if company.usage.exists():  # reverse relation: billing imports nothing of usage
-        raise InvalidInput(
+        raise TimezoneLocked(
             f"The time zone of {company.name} cannot change here: {TIMEZONE_CHANGE_HINT}.",
             fields={"timezone": "cannot change once usage is recorded"},
         )
