@@ -237,7 +237,7 @@ class CompanyOut(Schema):
 @router.post(
     "/companies",
     response=responses({200: CompanyOut, 201: CompanyOut}),
-    openapi_extra={"responses": {"201": {"links": {"CompanyBalance": BALANCE_LINK}}}},
+    openapi_extra={"responses": {201: {"links": {"CompanyBalance": BALANCE_LINK}}}},
 )
 def upsert_company_view(request: HttpRequest, payload: CompanyIn):
     """Create or update a company from the main product's tenant (platform keys only)."""

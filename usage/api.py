@@ -94,7 +94,7 @@ USAGE_LINKS = {
 @router.post(
     "/usage",
     response=responses({200: UsageOut, 201: UsageOut}),
-    openapi_extra={"responses": {"201": USAGE_LINKS}},
+    openapi_extra={"responses": {201: USAGE_LINKS}},
 )
 def record_usage_view(request: HttpRequest, payload: UsageIn):
     """Record one generation. 201 when recorded, 200 (same body) for a replay."""

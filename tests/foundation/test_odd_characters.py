@@ -24,19 +24,14 @@ ODD = {
     "nul": "a\x00b",
     "lone-high-surrogate": "\ud800",
     "lone-low-surrogate": "x\udfff",
-    "bom-and-zero-width": "\ufeffa\u200bb",
-    "rtl-override": "\u202eabc",
-    "emoji-and-combining": "🙂e\u0301",
+    "unicode": "\ufeffa\u200bb\u202e🙂e\u0301",
     "control": "\x1b[0m\x7f\r\n\t",
-    "quotes-and-backslash": "'\"`\\",
-    "percent-and-html": "%00%<script>alert(1)</script>",
-    "arabic-digits": "١٢",
+    "syntax": "'\"`\\%00%<script>alert(1)</script>' OR 1=1 --",
+    "non-ascii-digits": "١٢１２",
     "superscript-digit": "²",
-    "fullwidth-digits": "１２",
     "blank": " ",
     "empty": "",
     "long": "x" * 5000,
-    "sql": "' OR 1=1 --",
 }
 VALUES = pytest.mark.parametrize("odd", list(ODD.values()), ids=list(ODD))
 
@@ -51,10 +46,12 @@ def form_post(client: Client, path: str, data: dict):
 
 
 SCHEMA = api.get_openapi_schema()
-PAGE_PARAMS = [
-    "tab", "from", "to", "preset", "group", "model", "status", "job", "kind",
-    "page", "q", "sort", "dir", "format",
-]  # fmt: skip
+# The GET parameters each page reads (usage/views.py, usage/forms.py).
+PAGE_PARAMS = {
+    "": ["q", "sort", "dir", "page"],
+    "usage": ["from", "to", "preset", "group", "model", "status", "job"],
+    "credits": ["from", "to", "preset", "kind", "page"],
+}
 
 
 def _resolve(schema: dict) -> dict:
@@ -164,15 +161,14 @@ def test_every_path_and_query_parameter_of_the_api(world, odd):
 @VALUES
 def test_every_billing_page_parameter(staff_client, world, odd):
     base = reverse("billing:company", args=[world.pk])
-    for name in PAGE_PARAMS:
-        for page, query in [
-            ("/billing/", {name: odd}),
-            (base, {"tab": "usage", name: odd}),
-            (base, {"tab": "credits", name: odd}),
-        ]:
+    for tab, names in PAGE_PARAMS.items():
+        page = base if tab else "/billing/"
+        for name in names:
+            query = {"tab": tab, name: odd} if tab else {name: odd}
             response = staff_client.get(f"{page}?{qs(query)}")
             assert response.status_code < 500, (page, query, response.status_code)
-    assert staff_client.get(f"{base}?{qs({odd: 'v'})}").status_code < 500
+    for query in ({"tab": odd}, {odd: "v"}, {"tab": "usage", "format": odd}):
+        assert staff_client.get(f"{base}?{qs(query)}").status_code < 500, query
 
 
 @VALUES
