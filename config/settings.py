@@ -195,14 +195,10 @@ AXES_VERBOSE = False
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_USERNAME_CALLABLE = "ops.logins.attempted_username"
 # Behind N reverse proxies the client's address is the Nth from the right of
-# X-Forwarded-For (set TRUSTED_PROXY_COUNT); with none it is REMOTE_ADDR.
+# X-Forwarded-For and REMOTE_ADDR (ops.logins.client_address); with none it is
+# REMOTE_ADDR. A wrong count lets a client choose its address, or locks a proxy.
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
-if TRUSTED_PROXY_COUNT:
-    AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXY_COUNT
-    AXES_IPWARE_PROXY_ORDER = "right-most"
-    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
-else:
-    AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+AXES_CLIENT_IP_CALLABLE = "ops.logins.client_address"
 
 # --- Email (billing alerts) --------------------------------------------------
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

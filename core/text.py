@@ -57,22 +57,35 @@ def unstorable_path(
     Walks dicts and lists at any depth, iteratively (deep nesting cannot
     exhaust the stack). `skip_keys` are top-level keys checked elsewhere (a
     batch checks each of its events itself, so one bad event loses no other).
+    It runs on every event of every batch, so it is written for speed: the
+    checks are inline, and a path is spelled out only for the one it reports.
     """
-    stack: list[tuple[str, Any]] = (
-        [(str(k), v) for k, v in value.items() if k not in skip_keys]
-        if isinstance(value, dict)
-        else [("", value)]
-    )
+    # Each entry: (parent entry or None, key or index, value).
+    top = value.items() if isinstance(value, dict) else [("", value)]
+    stack: list[tuple[Any, Any, Any]] = [(None, k, v) for k, v in top if k not in skip_keys]
     while stack:
-        path, item = stack.pop()
-        problem = text_problem(path) or (text_problem(item) if isinstance(item, str) else None)
-        if problem is not None:
-            return printable_name(path) or "body", problem
-        if isinstance(item, dict):
-            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in item.items())
+        entry = stack.pop()
+        key, item = entry[1], entry[2]
+        if isinstance(key, str) and (
+            "\x00" in key or (not key.isascii() and _SURROGATE.search(key))
+        ):
+            return _path_of(entry), text_problem(key) or NUL_REASON
+        if isinstance(item, str):
+            if "\x00" in item or (not item.isascii() and _SURROGATE.search(item)):
+                return _path_of(entry), text_problem(item) or NUL_REASON
+        elif isinstance(item, dict):
+            stack.extend((entry, k, v) for k, v in item.items())
         elif isinstance(item, list):
-            stack.extend((f"{path}.{i}" if path else str(i), v) for i, v in enumerate(item))
+            stack.extend((entry, i, v) for i, v in enumerate(item))
     return None
+
+
+def _path_of(entry: tuple[Any, Any, Any]) -> str:
+    parts = []
+    while entry is not None:
+        parts.append(str(entry[1]))
+        entry = entry[0]
+    return printable_name(".".join(p for p in reversed(parts) if p)) or "body"
 
 
 def check_text(value: str, *, field: str, max_length: int | None = None) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from axes.helpers import get_client_ip_address
 from axes.signals import user_locked_out
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_login_failed
 from django.dispatch import receiver
@@ -24,7 +24,7 @@ def _event(name: str, request, username: str | None) -> dict:
     return {
         "event": name,
         "username": (username or "")[:150],
-        "ip_address": get_client_ip_address(request) if request is not None else None,
+        "ip_address": client_address(request) if request is not None else None,
         "path": request.path if request is not None else None,
     }
 
@@ -38,6 +38,23 @@ def attempted_username(request, credentials: dict | None) -> str:
     source = credentials if credentials else getattr(request, "POST", {})
     username = source.get(get_user_model().USERNAME_FIELD) or source.get("username") or ""
     return str(username)[: get_user_model()._meta.get_field("username").max_length]
+
+
+def client_address(request) -> str | None:
+    """The client's address for django-axes (AXES_CLIENT_IP_CALLABLE).
+
+    Each of the TRUSTED_PROXY_COUNT proxies appends the address it received the
+    request from to X-Forwarded-For; the last one is REMOTE_ADDR. So the client
+    is the address that many places from the right of that chain, and anything
+    further left is whatever the client wrote itself.
+    """
+    remote = request.META.get("REMOTE_ADDR")
+    proxies = settings.TRUSTED_PROXY_COUNT
+    if not proxies:
+        return remote
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    chain = [part.strip() for part in forwarded.split(",") if part.strip()] + [remote]
+    return chain[-(proxies + 1)] if len(chain) > proxies else chain[0]
 
 
 @receiver(user_login_failed, dispatch_uid="qg_login_failed")

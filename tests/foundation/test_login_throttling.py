@@ -20,6 +20,12 @@ PASSWORD = "right-horse-battery-9"
 LOGIN_PAGES = ["login", "admin:login"]
 
 
+@pytest.fixture(autouse=True)
+def _fast_hashing(settings):
+    # Dozens of logins here; PBKDF2 is not what is under test.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def user(django_user_model):
     return django_user_model.objects.create_user(
@@ -128,3 +134,22 @@ def test_failed_and_locked_attempts_are_logged_as_events(user, caplog):
     assert locked and locked[0]["username"] == "alice"
     assert failed[-1]["locked_out"] is True  # the right password, refused while locked
     assert not any("right-horse" in str(e) for e in events)
+
+
+def test_behind_a_proxy_the_address_is_read_from_x_forwarded_for(user, settings):
+    # TRUSTED_PROXY_COUNT=1: the proxy's own address (REMOTE_ADDR) is everyone's.
+    settings.TRUSTED_PROXY_COUNT = 1
+    proxy = "10.0.0.5"
+
+    def via_proxy(client_address: str, password: str) -> Client:
+        # A client may send its own X-Forwarded-For; the proxy appends the real address.
+        forwarded = f"192.0.2.99, {client_address}"
+        client = Client(REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=forwarded)
+        client.post(reverse("login"), {"username": "alice", "password": password})
+        return client
+
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        via_proxy("203.0.113.7", "wrong")
+    assert not logged_in(via_proxy("203.0.113.7", PASSWORD))
+    assert logged_in(via_proxy("198.51.100.2", PASSWORD))
+    assert AccessAttempt.objects.get().ip_address == "203.0.113.7"
