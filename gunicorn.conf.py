@@ -24,3 +24,15 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "30"))
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "20000"))
 max_requests_jitter = max_requests // 10
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+
+
+def pre_request(worker, req) -> None:
+    """Let the application end this connection (config/request_body.py).
+
+    gunicorn drops a Connection header set by the application, so closing
+    after a body too big to drain is done by marking the request itself,
+    which gunicorn then answers with "Connection: close".
+    """
+    from config.request_body import connection_closer
+
+    connection_closer.set(lambda: setattr(req, "must_close", True))

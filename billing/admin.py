@@ -13,6 +13,7 @@ from decimal import Decimal
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -24,7 +25,7 @@ from django.utils.html import format_html
 from billing.admin_display import exact_money_field, money_column, time_column, utc
 from billing.admin_paging import CappedCountMixin
 from billing.audit import audit_changes, snapshot
-from billing.companies import TIMEZONE_CHANGE_HINT
+from billing.companies import TIMEZONE_CHANGE_HINT, refuse_ambiguous_external_id
 from billing.credits import post_credit
 from billing.forms import AmountFormField, CreditPostingForm
 from billing.models import (
@@ -38,9 +39,10 @@ from billing.models import (
     Membership,
     ModelPrice,
 )
-from billing.money import format_money, format_price
+from billing.money import ZERO, format_money, format_price
 from billing.selectors import company_ledger, credit_summary
-from core.errors import ServiceError
+from core.errors import InvalidInput, ServiceError
+from core.forms import AsciiDecimalField
 
 # Staff edits of these are recorded in the audit trail with before and after.
 CREDIT_POLICY_FIELDS = ["low_balance_threshold", "overdraft_allowance", "monthly_spend_limit"]
@@ -63,6 +65,8 @@ class AuditedAdmin(admin.ModelAdmin):
     """
 
     audited_fields: list[str] = []
+    # Amounts and prices are typed in ASCII digits (Django's own field reads '١٢' as 12).
+    formfield_overrides = {models.DecimalField: {"form_class": AsciiDecimalField}}
     audit_prefix = ""  # e.g. "model_price" -> model_price.create / .change / .delete
 
     def audit_company(self, obj) -> Company | None:
@@ -157,6 +161,15 @@ class CompanyAdminForm(forms.ModelForm):
         for name in CREDIT_POLICY_FIELDS:
             field = self.fields[name]
             field.label = f"{field.label} ({currency})"
+
+    def clean_external_id(self) -> str | None:
+        value = self.cleaned_data["external_id"]
+        if value:
+            try:
+                refuse_ambiguous_external_id(value, company=self.instance)
+            except ServiceError as exc:
+                raise forms.ValidationError(exc.message)
+        return value
 
     def clean_timezone(self) -> str:
         value = self.cleaned_data["timezone"]
@@ -255,8 +268,7 @@ class CompanyAdmin(AuditedAdmin):
 
     @admin.display(description="Balance", ordering="credit_balance__balance")
     def balance_display(self, obj: Company) -> str:
-        balance = getattr(obj, "credit_balance", None)
-        return format_money(balance.balance if balance else 0, obj.currency)
+        return format_money(_balance_of(obj), obj.currency)
 
     @admin.display(description="Spend this month")
     def month_to_date_spend_display(self, obj: Company) -> str:
@@ -264,8 +276,7 @@ class CompanyAdmin(AuditedAdmin):
 
     @admin.display(description="Low balance", boolean=True)
     def low_balance_flag(self, obj: Company) -> bool:
-        balance = getattr(obj, "credit_balance", None)
-        return (balance.balance if balance else 0) < obj.low_balance_threshold
+        return _balance_of(obj) < obj.low_balance_threshold
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.credits_view)
@@ -294,8 +305,14 @@ class CompanyAdmin(AuditedAdmin):
                 confirm = _confirmation(form, company, summary)
         # Keyset pages (`?before=<id>`): a usage-heavy ledger is never counted.
         ledger = company_ledger(company)
-        if (request.GET.get("before") or "").isdigit():
-            ledger = ledger.filter(id__lt=int(request.GET["before"]))
+        before = request.GET.get("before") or ""
+        if before:
+            # ASCII digits only: str.isdigit() also admits '²', which int() refuses.
+            if not (before.isascii() and before.isdigit() and len(before) <= 18):
+                raise InvalidInput(
+                    "Invalid before.", fields={"before": "must be a ledger entry id"}
+                )
+            ledger = ledger.filter(id__lt=int(before))
         ledger = list(ledger[:LEDGER_PAGE])
         context = {
             **self.admin_site.each_context(request),
@@ -363,6 +380,12 @@ def _confirmation(form: CreditPostingForm, company: Company, summary) -> CreditC
         debt_paid=min(summary.debt, amount) if amount > 0 else Decimal(0),
         hidden=form.as_hidden_data(),
     )
+
+
+def _balance_of(company: Company):
+    """The balance, zero for a company that has no balance row yet (made through the API)."""
+    balance = getattr(company, "credit_balance", None)
+    return balance.balance if balance is not None else ZERO
 
 
 @admin.register(Membership)

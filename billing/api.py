@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
+from typing import Any
+from zoneinfo import available_timezones
 
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
 from ninja.security import HttpBearer
+from pydantic import ConfigDict
 
 from billing.api_keys import authenticate_api_key
-from billing.companies import resolve_company, upsert_company
+from billing.companies import reference_uuid, resolve_company, upsert_company
 from billing.models import APIKey, Company
 from core.errors import AuthenticationFailed, InvalidInput, NotPermitted, ServiceError
+from core.openapi import NON_BLANK, document
 
 
 class ApiError(Exception):
@@ -53,8 +56,31 @@ STATUS_BY_CODE = {
     "company_not_found": 404,
     "not_found": 404,
     "idempotency_conflict": 409,
+    "conflict": 409,
     "validation_error": 422,
 }
+
+
+class ErrorDetail(Schema):
+    code: str = Field(..., description="Stable, e.g. validation_error, company_not_found.")
+    message: str
+    fields: dict[str, str] = Field(..., description="The inputs at fault: {field: reason}.")
+
+
+class ErrorOut(Schema):
+    """Every error of the API, whatever its status (config.api)."""
+
+    error: ErrorDetail
+
+
+# What any operation may answer besides its success, in the one error shape.
+READ_ERRORS = (401, 403, 404, 422, 429, 500)
+WRITE_ERRORS = (400, 401, 403, 404, 409, 411, 413, 415, 422, 429, 500)
+
+
+def responses(ok: dict[int, Any], errors: tuple[int, ...] = WRITE_ERRORS) -> dict[int, Any]:
+    """An operation's `response=`: its successes, and its errors with the error schema."""
+    return {**ok, **dict.fromkeys(errors, ErrorOut)}
 
 
 def status_of(error: ServiceError | ApiError) -> int:
@@ -111,6 +137,9 @@ def check_body(request: HttpRequest) -> None:
     """Refuse an oversized body or a non-JSON one before it is read."""
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        # config.request_body reads chunked bodies the server de-chunked; this one was not.
+        raise ApiError(411, "length_required", "Send the body with a Content-Length (not chunked).")
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -118,7 +147,7 @@ def check_body(request: HttpRequest) -> None:
     limit = settings.API_MAX_BODY_BYTES
     if length > limit:
         raise ApiError(
-            413, "payload_too_large", f"The request body is {length} bytes; the limit is {limit}."
+            413, "payload_too_large", f"The request body is over the limit of {limit} bytes."
         )
     if request.content_type != "application/json":
         raise ApiError(
@@ -155,10 +184,7 @@ def is_same_company(company: Company, ref: str) -> bool:
     """Whether `ref` names `company` by its UUID or by its external id (which may look like a UUID)."""
     if company.external_id is not None and ref == company.external_id:
         return True
-    try:
-        return uuid.UUID(ref) == company.pk
-    except ValueError:
-        return False
+    return reference_uuid(ref) == company.pk
 
 
 def require_platform_key(request: HttpRequest) -> None:
@@ -169,10 +195,33 @@ def require_platform_key(request: HttpRequest) -> None:
 # --- POST /companies ----------------------------------------------------------
 
 router = Router(tags=["companies"])
+# Stateful clients (and Schemathesis) follow a new company to its balance.
+BALANCE_LINK = {
+    "operationId": "usage_api_balance_view",
+    "parameters": {"company": "$response.body#/id"},
+}
+
+
+def _company_rules(schema: dict[str, Any]) -> None:
+    """billing.companies' rules (the model checks types only), in the OpenAPI schema."""
+    document(
+        schema,
+        {
+            "external_id": {"maxLength": 200, "pattern": NON_BLANK},
+            "name": {"maxLength": 200, "pattern": NON_BLANK},
+            "timezone": {"enum": sorted(available_timezones())},
+        },
+    )
 
 
 class CompanyIn(Schema):
-    external_id: str = Field(..., description="The tenant's id in the main product.")
+    model_config = ConfigDict(json_schema_extra=_company_rules)
+
+    external_id: str = Field(
+        ...,
+        description="The tenant's id in the main product. Not the id of another company "
+        "(an external id that reads as one is refused).",
+    )
     name: str
     timezone: str = Field("UTC", description="IANA time zone, e.g. Europe/Berlin.")
 
@@ -185,7 +234,11 @@ class CompanyOut(Schema):
     created: bool
 
 
-@router.post("/companies", response={200: CompanyOut, 201: CompanyOut})
+@router.post(
+    "/companies",
+    response=responses({200: CompanyOut, 201: CompanyOut}),
+    openapi_extra={"responses": {201: {"links": {"CompanyBalance": BALANCE_LINK}}}},
+)
 def upsert_company_view(request: HttpRequest, payload: CompanyIn):
     """Create or update a company from the main product's tenant (platform keys only)."""
     require_platform_key(request)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
+from psycopg import errors as pg_errors
 
 from billing.audit import record_audit
-from billing.errors import CompanyNotFound
+from billing.errors import CompanyNotFound, TimezoneLocked
 from billing.models import Company, validate_timezone
 from core.errors import InvalidInput
 from core.sql import from_row, select_list
@@ -30,7 +32,7 @@ def resolve_companies(refs: list[str]) -> dict[str, Company]:
     """Companies by UUID or external id, in one hand-written query (it runs on API
     requests); a UUID match wins over an external id that looks like one."""
     texts = {str(r).strip() for r in refs if r is not None and str(r).strip()}
-    uuids = {u for u in (_as_uuid(t) for t in texts) if u is not None}
+    uuids = {u for u in (reference_uuid(t) for t in texts) if u is not None}
     if not texts:
         return {}
     # Two JSON texts (encoded in C) instead of one parameter per reference.
@@ -42,7 +44,7 @@ def resolve_companies(refs: list[str]) -> dict[str, Company]:
     by_external = {c.external_id: c for c in found if c.external_id}
     result = {}
     for text in texts:
-        company = by_pk.get(_as_uuid(text)) or by_external.get(text)
+        company = by_pk.get(reference_uuid(text)) or by_external.get(text)
         if company is not None:
             result[text] = company
     return result
@@ -56,11 +58,48 @@ _COMPANIES_SQL = (
 )
 
 
-def _as_uuid(text: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        return None
+_UUID_HEX = re.compile(r"[0-9a-fA-F]{32}")
+_UUID_PUNCTUATION = str.maketrans("", "", "{}-")
+
+
+def reference_uuid(text: str) -> uuid.UUID | None:
+    """The UUID a reference reads as, or None: braces and hyphens removed, 32 hex digits.
+
+    The SQL function billing_ref_uuid (billing migration 0008) reads references
+    the same way; its trigger keeps an external id from reading as another
+    company's UUID, so a reference never names two companies.
+    """
+    digits = text.translate(_UUID_PUNCTUATION)
+    return uuid.UUID(digits) if _UUID_HEX.fullmatch(digits) else None
+
+
+REFERENCE_GUARD = "company_reference_unambiguous"  # billing migration 0008
+
+
+def refuse_ambiguous_external_id(external_id: str, *, company: Company | None = None) -> None:
+    """An external id may not read as another company's UUID (it would name two companies)."""
+    as_uuid = reference_uuid(external_id)
+    if as_uuid is None or (company is not None and as_uuid == company.pk):
+        return
+    if Company.objects.filter(pk=as_uuid).exists():
+        raise ambiguous_external_id(external_id)
+
+
+def ambiguous_external_id(external_id: str) -> InvalidInput:
+    return InvalidInput(
+        f"The external id {external_id!r} is the id of another company: a reference to it "
+        "would name two companies. Use the tenant's own id in the main product.",
+        fields={"external_id": "is the id of another company"},
+    )
+
+
+def is_ambiguous_reference(exc: IntegrityError) -> bool:
+    """Whether the database's reference guard (not a unique index) refused the write."""
+    cause = exc.__cause__
+    diag = getattr(cause, "diag", None)
+    return isinstance(cause, pg_errors.UniqueViolation) and (
+        getattr(diag, "constraint_name", None) == REFERENCE_GUARD
+    )
 
 
 def company_not_found(ref: str) -> CompanyNotFound:
@@ -93,10 +132,13 @@ def upsert_company(
         )
         created = company is None
         if created:
+            refuse_ambiguous_external_id(wanted["external_id"])
             try:
                 with transaction.atomic():
                     company = Company.objects.create(**wanted)
-            except IntegrityError:  # created by a concurrent call: update that one
+            except IntegrityError as exc:  # created by a concurrent call: update that one
+                if is_ambiguous_reference(exc):
+                    raise ambiguous_external_id(wanted["external_id"]) from exc
                 company = Company.objects.select_for_update().get(external_id=wanted["external_id"])
                 created = False
         before = _company_fields(company)
@@ -128,7 +170,7 @@ TIMEZONE_CHANGE_HINT = (
 def refuse_timezone_change_with_usage(company: Company) -> None:
     """A time zone change would silently move report days, monthly spend and limits."""
     if company.usage.exists():  # reverse relation: billing imports nothing of usage
-        raise InvalidInput(
+        raise TimezoneLocked(
             f"The time zone of {company.name} cannot change here: {TIMEZONE_CHANGE_HINT}.",
             fields={"timezone": "cannot change once usage is recorded"},
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.errors import ServiceError
+from core.errors import InvalidInput, ServiceError
 
 
 class CompanyNotFound(ServiceError):
@@ -15,3 +15,9 @@ class PriceError(ServiceError):
 
 class PriceOverlap(ServiceError):
     code = "price_overlap"
+
+
+class TimezoneLocked(InvalidInput):
+    """A valid time zone that the company's recorded usage refuses: a 409, not a 422."""
+
+    code = "conflict"

@@ -18,11 +18,12 @@ from billing.money import (
     PRICE_MAX_DIGITS,
     plain,
 )
+from core.forms import AsciiDecimalField
 
 CREDIT_KINDS = ("purchase", "grant")
 
 
-class AmountFormField(forms.DecimalField):
+class AmountFormField(AsciiDecimalField):
     """An amount typed into a form, shown as a person writes it: '25.00', never
     '25.000000000000' or '0E-12' (the stored NUMERIC(28, 12))."""
 
@@ -48,7 +49,7 @@ class CreditPostingForm(forms.Form):
     ]
 
     kind = forms.ChoiceField(choices=KINDS)
-    amount = forms.DecimalField(
+    amount = AsciiDecimalField(
         max_digits=AMOUNT_MAX_DIGITS,
         decimal_places=AMOUNT_DECIMAL_PLACES,
         help_text="Positive; an adjustment may be negative.",
@@ -117,7 +118,7 @@ class CreditPostingForm(forms.Form):
 
 
 def _price_field(label: str, *, required: bool = True) -> forms.DecimalField:
-    return forms.DecimalField(
+    return AsciiDecimalField(
         label=label,
         max_digits=PRICE_MAX_DIGITS,
         decimal_places=PRICE_DECIMAL_PLACES,

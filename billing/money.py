@@ -27,6 +27,8 @@ from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from core.text import parse_decimal
+
 AMOUNT_MAX_DIGITS = 28
 AMOUNT_DECIMAL_PLACES = 12
 PRICE_MAX_DIGITS = 18
@@ -48,9 +50,9 @@ class AmountError(ValueError):
 def quantize_amount(value: Decimal | str | int) -> Decimal:
     """Round an incoming amount to 12 places (ROUND_HALF_EVEN): the one rounding."""
     try:
-        amount = Decimal(value) if not isinstance(value, Decimal) else value
-    except (InvalidOperation, TypeError, ValueError) as exc:
-        raise AmountError(f"{value!r} is not a decimal number") from exc
+        amount = parse_decimal(value)
+    except ValueError as exc:
+        raise AmountError(str(exc)) from exc
     if not amount.is_finite():
         raise AmountError(f"{value!r} is not a finite number")
     try:
@@ -190,9 +192,9 @@ def parse_price(value: Decimal | str | int) -> Decimal:
     Refusing (instead of rounding) keeps every priced cost exact (see above).
     """
     try:
-        price = Decimal(value) if not isinstance(value, Decimal) else value
-    except (InvalidOperation, TypeError, ValueError) as exc:
-        raise AmountError(f"{value!r} is not a decimal number") from exc
+        price = parse_decimal(value)
+    except ValueError as exc:
+        raise AmountError(str(exc)) from exc
     if not price.is_finite() or price < 0:
         raise AmountError(f"{value!r} must be a non-negative number")
     if price != price.quantize(PRICE_QUANTUM, rounding=ROUND_HALF_EVEN):

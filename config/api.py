@@ -16,6 +16,7 @@ from typing import Any
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults as django_defaults
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
@@ -23,8 +24,9 @@ from ninja.parser import Parser
 from billing.api import ApiError, APIKeyAuth, status_of
 from billing.api import router as companies_router
 from core.errors import ServiceError
+from core.text import printable_name, unstorable_path
 from usage.api import router as usage_router
-from usage.schemas import NUL_REASON, nul_path, readable_errors, strict_json_loads
+from usage.schemas import readable_errors, strict_json_loads
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +39,8 @@ class JSONObjectParser(Parser):
         if not isinstance(data, dict):
             raise NotAnObject("the body must be a JSON object")
         # A batch's events are checked one by one (one bad event loses no other).
-        if (where := nul_path(data, skip_keys=frozenset({"events"}))) is not None:
-            raise HasNul(where)
+        if (bad := unstorable_path(data, skip_keys=frozenset({"events"}))) is not None:
+            raise UnstorableText(*bad)
         return data
 
 
@@ -46,8 +48,8 @@ class NotAnObject(ValueError):
     pass
 
 
-class HasNul(ValueError):
-    """A string of the body holds NUL, which PostgreSQL cannot store; args[0] is its path."""
+class UnstorableText(ValueError):
+    """A string of the body PostgreSQL cannot store (core.text); args are (path, reason)."""
 
 
 api = NinjaAPI(
@@ -113,10 +115,10 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
         return error_response(
             request, 422, "validation_error", "The body must be a JSON object.", fields
         )
-    if isinstance(cause, HasNul):
-        fields = {cause.args[0]: NUL_REASON}
-        message = f"Invalid request: {cause.args[0]} {NUL_REASON}"
-        return error_response(request, 422, "validation_error", message, fields)
+    if isinstance(cause, UnstorableText):
+        where, reason = cause.args
+        message = f"Invalid request: {where} {reason}"
+        return error_response(request, 422, "validation_error", message, {where: reason})
     if exc.status_code == 400:  # ninja could not parse the body
         detail = f": {cause}" if isinstance(cause, json.JSONDecodeError | ValueError) else ""
         return error_response(
@@ -165,12 +167,15 @@ def urls() -> tuple:
     return patterns, app_name, namespace
 
 
-def unknown_endpoint(request: HttpRequest, rest: str = "") -> JsonResponse:
-    """Any other path under /api/v1/: the same error shape, not Django's HTML 404."""
-    body: dict[str, Any] = {
-        "error": {"code": "not_found", "message": f"No endpoint at {request.path}.", "fields": {}}
-    }
-    return JsonResponse(body, status=404)
+@csrf_exempt  # a POST to an unknown path is a 404 too, not Django's CSRF page
+def unknown_endpoint(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Any other path under /api/, any method: the same error shape, not Django's HTML 404."""
+    path = printable_name(request.path)
+    return error_response(request, 404, "not_found", f"No endpoint at {path}.")
+
+
+# config.edge leaves its path unchecked: nothing looks it up, and any path is a 404.
+unknown_endpoint.accepts_any_path = True
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:

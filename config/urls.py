@@ -26,6 +26,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/", api.urls()),
-    re_path(r"^api/v1/(?P<rest>.*)$", api.unknown_endpoint),
+    # Every other path under /api/ (any method, inside /api/v1/ or not): the JSON 404.
+    re_path(r"^api(?:/(?P<rest>.*))?$", api.unknown_endpoint),
     path("billing/", include("usage.urls")),
 ]

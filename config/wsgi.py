@@ -1,4 +1,8 @@
-"""WSGI entry point for gunicorn (`gunicorn config.wsgi`)."""
+"""WSGI entry point for gunicorn (`gunicorn config.wsgi`).
+
+Django's application behind config.request_body's edge, which reads chunked
+bodies and drains (or closes on) bodies the application did not read.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from config.request_body import RequestBodyEdge
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-application = get_wsgi_application()
+application = RequestBodyEdge(get_wsgi_application())

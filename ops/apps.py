@@ -8,4 +8,7 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
-        from ops import checks  # noqa: F401  (registers the `database` system check)
+        from ops import (
+            checks,  # noqa: F401  (registers the `database` system check)
+            logins,  # noqa: F401  (logs failed and locked-out logins)
+        )

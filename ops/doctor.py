@@ -11,7 +11,8 @@ It checks, for every concrete managed model (auth and contrib included):
 unapplied migrations; missing tables and columns; column types (PostgreSQL)
 and nullability; foreign keys missing or pointing elsewhere; Meta constraints
 and indexes, field-level unique and db_index; the hand-written guards of
-billing migration 0002 (price exclusion constraint, append-only triggers); and
+billing migrations 0002 and 0008 (price exclusion constraint, append-only
+triggers, unambiguous company references); and
 columns that no model knows. It never changes the database.
 """
 
@@ -574,7 +575,7 @@ def _extra_column(model, column: LiveColumn) -> Finding:
     )
 
 
-# --- Hand-written guards (billing migration 0002) --------------------------------------------
+# --- Hand-written guards (billing migrations 0002, 0008) --------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -583,6 +584,7 @@ class Guard:
     table: str
     kind: str  # "constraint" or "trigger"
     impact: str
+    migration: str = "0002_database_guards"  # the billing migration whose FORWARD makes it
 
 
 _OVERLAP = (
@@ -598,11 +600,19 @@ GUARDS = [
     Guard("ledger_append_only", "billing_ledgerentry", "trigger", _APPEND_ONLY),
     Guard("ledger_no_truncate", "billing_ledgerentry", "trigger", _APPEND_ONLY),
     Guard("audit_append_only", "billing_auditevent", "trigger", _APPEND_ONLY),
+    Guard(
+        "company_reference_unambiguous",
+        "billing_company",
+        "trigger",
+        "An external id can equal another company's UUID, so usage naming it is billed to "
+        "whichever company the lookup finds first.",
+        migration="0008_company_references_unambiguous",
+    ),
 ]
 
 
-def _guard_migration():
-    return importlib.import_module("billing.migrations.0002_database_guards")
+def _guard_migration(guard: Guard):
+    return importlib.import_module(f"billing.migrations.{guard.migration}")
 
 
 def _check_guards(connection, cursor, tables: set[str]) -> list[Finding]:
@@ -623,23 +633,27 @@ def _present_guards(connection, cursor, tables: Iterable[str]) -> set[str]:
 
 
 def _guard_finding(connection, guard: Guard) -> Finding:
-    source = _guard_migration().FORWARD
-    sql = [_dedent(s) + ";" for s in source if re.search(rf"\b{guard.name}\b", s)]
+    source = _guard_migration(guard).FORWARD
+    functions = [s for s in source if "CREATE OR REPLACE FUNCTION" in s]
+    sql = [
+        _dedent(s) + ";"
+        for s in source
+        if s not in functions and re.search(rf"\b{guard.name}\b", s)
+    ]
     if guard.kind == "trigger":
-        # The trigger function may be gone too; CREATE OR REPLACE is harmless if not.
-        sql = [
-            _dedent(s) + ";"
-            for s in source
-            if "FUNCTION billing_refuse_change()" in s and "CREATE OR REPLACE" in s
-        ] + sql
+        # The trigger's functions may be gone too; CREATE OR REPLACE is harmless if not.
+        sql = [_dedent(s) + ";" for s in functions] + sql
     return Finding(
         code="missing_guard",
         severity=ERROR,
         table=guard.table,
         name=guard.name,
-        problem=f"The {guard.kind} {guard.name} on {guard.table} (billing migration 0002) is missing.",
+        problem=(
+            f"The {guard.kind} {guard.name} on {guard.table} "
+            f"(billing migration {guard.migration[:4]}) is missing."
+        ),
         impact=guard.impact,
-        fix="Recreate it with the SQL of billing/migrations/0002_database_guards.py.",
+        fix=f"Recreate it with the SQL of billing/migrations/{guard.migration}.py.",
         sql=sql,
     )
 

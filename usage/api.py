@@ -13,12 +13,22 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
+from pydantic import ConfigDict
 
-from billing.api import ApiError, company_for, is_same_company, status_of
+from billing.api import (
+    BALANCE_LINK,
+    READ_ERRORS,
+    ApiError,
+    company_for,
+    is_same_company,
+    responses,
+    status_of,
+)
 from billing.companies import resolve_companies
 from billing.errors import CompanyNotFound
 from billing.money import plain
 from core.errors import NotPermitted, ServiceError
+from core.openapi import CANONICAL_UUID, NON_BLANK, STORABLE, document
 from usage import inbox
 from usage.events import UsageEvent
 from usage.grouping import record_one
@@ -74,7 +84,18 @@ def error_body(error: ServiceError | ApiError) -> dict[str, Any]:
     return {"code": error.code, "message": error.message, "fields": error.fields}
 
 
-@router.post("/usage", response={200: UsageOut, 201: UsageOut})
+USAGE_LINKS = {
+    "links": {
+        "CompanyBalance": {**BALANCE_LINK, "parameters": {"company": "$response.body#/company"}}
+    }
+}
+
+
+@router.post(
+    "/usage",
+    response=responses({200: UsageOut, 201: UsageOut}),
+    openapi_extra={"responses": {201: USAGE_LINKS}},
+)
 def record_usage_view(request: HttpRequest, payload: UsageIn):
     """Record one generation. 201 when recorded, 200 (same body) for a replay."""
     try:
@@ -87,7 +108,12 @@ def record_usage_view(request: HttpRequest, payload: UsageIn):
 
 
 class BatchIn(Schema):
-    events: list[Any] = Field(..., description="Up to API_MAX_BATCH_EVENTS usage events.")
+    events: list[Any] = Field(
+        ...,
+        description="Up to API_MAX_BATCH_EVENTS (1000) usage events, each a UsageIn; "
+        "each is answered on its own, so any item is accepted here.",
+        json_schema_extra={"maxItems": settings.API_MAX_BATCH_EVENTS},
+    )
 
 
 class BatchOut(Schema):
@@ -98,7 +124,7 @@ class BatchOut(Schema):
     )
 
 
-@router.post("/usage/batch", response=BatchOut)
+@router.post("/usage/batch", response=responses({200: BatchOut}))
 def record_usage_batch_view(request: HttpRequest, payload: BatchIn):
     """Record up to API_MAX_BATCH_EVENTS generations; one bad event loses no other."""
     limit = settings.API_MAX_BATCH_EVENTS
@@ -178,8 +204,28 @@ def _result_entry(index: int, outcome: RecordResult | ServiceError | None) -> di
 # --- Jobs and the quota check --------------------------------------------------------
 
 
+def _job_rules(schema: dict[str, Any]) -> None:
+    """usage.jobs.save_job's rules (the model checks types only), in the OpenAPI schema."""
+    document(
+        schema,
+        {
+            "company": {"pattern": NON_BLANK},
+            "job_id": {"pattern": f"^({CANONICAL_UUID})?$"},
+            "title": {"pattern": STORABLE},
+            "draft_job_id": {"pattern": STORABLE},
+        },
+        required=("company",),
+    )
+
+
 class JobIn(Schema):
-    company: str | None = Field(None, description="Defaults to the key's company for company keys.")
+    model_config = ConfigDict(json_schema_extra=_job_rules)
+
+    company: str | None = Field(
+        None,
+        description="Company UUID or external id. Required with a platform key; "
+        "a company key may leave it out: its own company.",
+    )
     job_id: str | None = Field(None, description="UUID; generated when absent.")
     title: str = Field(..., min_length=1, max_length=300)
     draft_job_id: str | None = Field(None, max_length=255)
@@ -194,7 +240,7 @@ class JobOut(Schema):
     linked_usage_rows: int
 
 
-@router.post("/jobs", response={200: JobOut, 201: JobOut}, tags=["jobs"])
+@router.post("/jobs", response=responses({200: JobOut, 201: JobOut}), tags=["jobs"])
 def save_job_view(request: HttpRequest, payload: JobIn):
     """The main product saved a job: create it and link its draft usage (idempotent on id)."""
     company = company_for(request, payload.company)
@@ -238,7 +284,11 @@ class BalanceOut(Schema):
     reasons: list[str]
 
 
-@router.get("/companies/{company}/balance", response=BalanceOut, tags=["companies"])
+@router.get(
+    "/companies/{company}/balance",
+    response=responses({200: BalanceOut}, READ_ERRORS),
+    tags=["companies"],
+)
 def balance_view(request: HttpRequest, company: str):
     """Balance, month-to-date spend, limits and the quota check before a generation."""
     target = company_for(request, company)

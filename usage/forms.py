@@ -18,6 +18,17 @@ PRESETS = [
 ]
 GROUPS = [("day", "Day"), ("job", "Job"), ("model", "Model"), ("generation", "Generation")]
 MAX_RANGE_DAYS = 3 * 366
+# Days a report can span: no usage is older than 1970 (usage.events), and the
+# day after 9999-12-30 is the last date Python can compute with.
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9999, 12, 30)
+
+
+def form_error_fields(form: forms.Form) -> dict[str, str]:
+    """A bound form's errors as {field: first message} (the whole form is `filters`)."""
+    return {
+        ("filters" if name == "__all__" else name): str(errors[0])
+        for name, errors in form.errors.items()
+    }
 
 
 def preset_range(preset: str, today: date) -> tuple[date, date]:
@@ -46,14 +57,27 @@ class PresetSelect(forms.Select):
         return option
 
 
+class BoundedDateField(forms.DateField):
+    """An optional local day between FIRST_DAY and LAST_DAY (a date picker in the page)."""
+
+    def __init__(self, **kwargs) -> None:
+        widget = forms.DateInput({"type": "date", "min": FIRST_DAY, "max": LAST_DAY})
+        super().__init__(required=False, widget=widget, **kwargs)
+
+    def validate(self, value: date | None) -> None:
+        super().validate(value)
+        if value is not None and not FIRST_DAY <= value <= LAST_DAY:
+            raise forms.ValidationError(f"Choose a day between {FIRST_DAY} and {LAST_DAY}.")
+
+
 class DateRangeForm(forms.Form):
     """`from`/`to` inclusive local days, or a preset; the default is this month."""
 
     preset = forms.ChoiceField(
         choices=[("", "Custom")] + PRESETS, required=False, label="Period", widget=PresetSelect
     )
-    from_ = forms.DateField(required=False, label="From", widget=forms.DateInput({"type": "date"}))
-    to = forms.DateField(required=False, label="To", widget=forms.DateInput({"type": "date"}))
+    from_ = BoundedDateField(label="From")
+    to = BoundedDateField(label="To")
 
     def __init__(self, data, *, today: date, **kwargs) -> None:
         super().__init__(data, **kwargs)

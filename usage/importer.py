@@ -66,9 +66,10 @@ from billing.companies import resolve_company
 from billing.errors import CompanyNotFound
 from billing.models import Company
 from core.errors import ServiceError
+from core.text import parse_decimal, unstorable_path
 from usage.events import UsageEvent
 from usage.recording import Outcome, record_usage_batch
-from usage.schemas import NUL_REASON, nul_path, strict_json_loads
+from usage.schemas import strict_json_loads
 
 NULLS = {"", "null", "none", "\\n"}
 # Source column -> our name. Our own names map to themselves.
@@ -255,8 +256,8 @@ def _int(row: dict[str, Any], name: str) -> int | None:
     if isinstance(value, bool):
         raise RowError(f"{name} must be a whole number, got {value!r}")
     try:
-        number = Decimal(str(value))
-    except ArithmeticError:
+        number = parse_decimal(value if isinstance(value, int | Decimal) else str(value))
+    except ValueError:
         raise RowError(f"{name} must be a whole number, got {value!r}")
     if not number.is_finite() or number != number.to_integral_value():
         raise RowError(f"{name} must be a whole number, got {value!r}")
@@ -290,7 +291,9 @@ def _timestamp(row: dict[str, Any], assume_tz: zoneinfo.ZoneInfo | None) -> date
         raise RowError("created_at/occurred_at is required")
     if isinstance(value, bool):
         raise RowError(f"created_at {value!r} is not a timestamp")
-    if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
+    if isinstance(value, int | float) or (
+        isinstance(value, str) and value.isascii() and value.isdigit()
+    ):
         try:
             return datetime.fromtimestamp(float(value), tz=UTC)
         except (ValueError, OverflowError, OSError):  # out of range, or digits like '²'
@@ -319,6 +322,9 @@ def _metadata(row: dict[str, Any]) -> dict:
             raise RowError("metadata is not valid JSON")
     if not isinstance(value, dict):
         raise RowError("metadata must be a JSON object")
+    # A CSV cell's JSON is parsed here, after the row's own check.
+    if (bad := unstorable_path(value)) is not None:
+        raise RowError("metadata." + " ".join(bad))
     return value
 
 
@@ -331,8 +337,8 @@ def event_from_row(
     row: dict[str, Any], *, assume_tz: zoneinfo.ZoneInfo | None = None
 ) -> UsageEvent:
     """The UsageEvent a source row describes; RowError naming the first problem."""
-    if (where := nul_path(row)) is not None:  # PostgreSQL cannot store NUL
-        raise RowError(f"{where} {NUL_REASON}")
+    if (bad := unstorable_path(row)) is not None:  # PostgreSQL could not store it
+        raise RowError(" ".join(bad))
     key = _text(row, "idempotency_key")
     if key is None:
         source_id = _text(row, "id")

@@ -13,13 +13,19 @@ import json
 import math
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from decimal import Decimal
+from typing import Annotated, Any
 
 import pydantic
-from pydantic import BaseModel, Field, StrictInt
+from django.conf import settings
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic_core import PydanticCustomError
 
 from core.errors import InvalidInput
+from core.openapi import NON_BLANK, STORABLE, document
+from core.text import unstorable_path
 from usage.events import UsageEvent
+from usage.models import INT32_MAX
 
 # Readable reasons for pydantic's error types (the rest keep pydantic's message).
 _REASONS = {
@@ -41,6 +47,60 @@ _REASONS = {
 }
 
 
+def _integral_float_as_int(value: Any) -> Any:
+    # JSON has one number type: 12.0 is the integer 12 (JSON Schema says so too).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _timestamp_text_only(value: Any) -> Any:
+    # pydantic reads a number as Unix seconds: 0 would be 1970, not a typo refused.
+    if value is not None and not isinstance(value, str | datetime):
+        raise PydanticCustomError("datetime_type", "Input should be a valid datetime")
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_integral_float_as_int), Strict()]
+Timestamp = Annotated[datetime | None, BeforeValidator(_timestamp_text_only)]
+
+
+def cost_pattern(limit: Decimal) -> str:
+    """Plain decimals from 0 to `limit` (an integer), or empty: a subset of what
+    usage.events accepts (it also reads exponents and negative zero)."""
+    digits = len(str(int(limit)))
+    return rf"^$|^0*([0-9]{{1,{digits - 1}}}(\.[0-9]*)?|\.[0-9]+|{int(limit)}(\.0*)?)$"
+
+
+def _usage_rules(schema: dict[str, Any]) -> None:
+    """usage.events.validate_event's rules, written into the OpenAPI schema."""
+    text = {"pattern": STORABLE}
+    count = {"minimum": 0, "maximum": INT32_MAX}
+    document(
+        schema,
+        {
+            "company": {"pattern": NON_BLANK},
+            "job_id": {"maxLength": 255, **text},
+            "draft_job_id": {"maxLength": 255, **text},
+            "model": {"maxLength": 100, "pattern": NON_BLANK},
+            "idempotency_key": {"maxLength": 255, "pattern": NON_BLANK},
+            "cost": {"pattern": cost_pattern(settings.USAGE_MAX_EVENT_COST)},
+            "prompt_tokens": count,
+            "cached_prompt_tokens": {
+                **count,
+                "description": "Prompt tokens served from the provider's cache; "
+                "at most prompt_tokens.",
+            },
+            "completion_tokens": count,
+            "question_count": count,
+            "processing_time_ms": count,
+            "metadata": {"propertyNames": text},
+        },
+        required=("company",),
+        one_of_required=("job_id", "draft_job_id"),
+    )
+
+
 class UsageIn(BaseModel):
     """One generation, as the main product reports it.
 
@@ -48,22 +108,29 @@ class UsageIn(BaseModel):
     tripled the validation time of a 1,000-event batch).
     """
 
+    model_config = ConfigDict(json_schema_extra=_usage_rules)
+
     company: str | None = Field(
         None,
-        description="Company UUID or external id (defaults to the key's company for company keys).",
+        description="Company UUID or external id. Required with a platform key (422 "
+        "without); a company key may leave it out: its own company.",
     )
     job_id: str | None = Field(None, description="Saved job id, or a not-yet-saved job's id.")
     draft_job_id: str | None = Field(None, description="Temporary id of a draft job.")
     model: str
-    prompt_tokens: StrictInt
-    cached_prompt_tokens: StrictInt = 0
-    completion_tokens: StrictInt
-    question_count: StrictInt = 0
+    prompt_tokens: WholeNumber
+    cached_prompt_tokens: WholeNumber = 0
+    completion_tokens: WholeNumber
+    question_count: WholeNumber = 0
     cost: str | None = Field(None, description="Reported cost, a decimal string (e.g. '0.0125').")
-    occurred_at: datetime | None = Field(None, description="ISO 8601 with offset; default now.")
+    occurred_at: Timestamp = Field(
+        None,
+        description="ISO 8601 with offset, from 1970 to at most USAGE_MAX_FUTURE_SKEW_SECONDS "
+        "(300) ahead of the server's clock; default now.",
+    )
     idempotency_key: str
     metadata: dict[str, Any] | None = None
-    processing_time_ms: StrictInt | None = None
+    processing_time_ms: WholeNumber | None = None
 
     def to_event(self, default_company: str | None = None) -> UsageEvent:
         data = self.model_dump()
@@ -92,30 +159,6 @@ def validation_error(fields: dict[str, str], what: str = "usage event") -> Inval
     return InvalidInput(f"Invalid {what}: {detail}", fields=fields)
 
 
-def nul_path(value: Any, skip_keys: frozenset[str] = frozenset()) -> str | None:
-    """The dotted path of the first string (or key) holding a NUL character, if any.
-
-    PostgreSQL text and jsonb cannot store NUL, so such a value would fail in
-    the database (a 500); it is refused as a validation error instead.
-    Iterative, so deep nesting cannot exhaust the stack. `skip_keys` are
-    top-level keys checked elsewhere (the batch checks each event itself).
-    """
-    stack: list[tuple[str, Any]] = (
-        [(str(k), v) for k, v in value.items() if k not in skip_keys]
-        if isinstance(value, dict)
-        else [("", value)]
-    )
-    while stack:
-        path, item = stack.pop()
-        if "\x00" in path or (isinstance(item, str) and "\x00" in item):
-            return path.replace("\x00", "\\u0000") or "body"
-        if isinstance(item, dict):
-            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in item.items())
-        elif isinstance(item, list):
-            stack.extend((f"{path}.{i}" if path else str(i), v) for i, v in enumerate(item))
-    return None
-
-
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -136,15 +179,12 @@ def strict_json_loads(data: str | bytes) -> Any:
     return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
-NUL_REASON = "must not contain NUL (\\u0000) characters"
-
-
 def event_from_payload(payload: Any, *, default_company: str | None = None) -> UsageEvent:
     """Read one JSON event; InvalidInput naming the fields if its types are wrong."""
     if not isinstance(payload, dict):
         raise validation_error({"event": "must be a JSON object"})
-    if (where := nul_path(payload)) is not None:
-        raise validation_error({where: NUL_REASON})
+    if (bad := unstorable_path(payload)) is not None:
+        raise validation_error(dict([bad]))
     try:
         parsed = UsageIn.model_validate(payload)
     except pydantic.ValidationError as exc:

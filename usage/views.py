@@ -26,10 +26,11 @@ from django.views.decorators.http import require_GET
 from billing.models import Company
 from billing.selectors import credit_summary
 from config.routers import use_replica
+from core.errors import InvalidInput
 from usage import selectors
 from usage.access import company_for, is_platform_staff, visible_companies
 from usage.charts import daily_stacked_chart, spend_trend_chart
-from usage.forms import CreditFilterForm, UsageFilterForm
+from usage.forms import CreditFilterForm, UsageFilterForm, form_error_fields
 from usage.models import Job, QuestionGenerationUsage
 from usage.selectors import previous_month_start
 from usage.tables import WEB_COLUMNS, Links, csv_chunks, csv_lines, html_cells, normalise, rows_html
@@ -188,6 +189,8 @@ def _usage(request: HttpRequest, company: Company) -> dict | HttpResponseBase:
         if job is None:
             raise Http404("No such job.")
     if request.GET.get("format") == "csv":
+        if form.errors:  # a file of another period than asked for would mislead
+            raise InvalidInput("Invalid filters.", fields=form_error_fields(form))
         return _usage_csv(company, filters)
     totals = selectors.usage_totals(company, filters)
     empty_month = None

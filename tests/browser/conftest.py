@@ -70,9 +70,25 @@ def page(browser, _short_lived_connections, live_server, settings):
         base_url=live_server.url, viewport={"width": 1280, "height": 900}, accept_downloads=True
     )
     context.set_default_timeout(10_000)
+    # Every Content-Security-Policy violation fails the test: a page must keep working
+    # under the policy (config/settings.py), not just look right with it switched off.
+    context.add_init_script(
+        "document.addEventListener('securitypolicyviolation', e => console.error("
+        "'CSP violation: ' + e.violatedDirective + ' blocked ' + (e.blockedURI || 'inline')))"
+    )
+    violations: list[str] = []
     tab = context.new_page()
+    tab.on(
+        "console",
+        lambda msg: (
+            violations.append(msg.text)
+            if "Content Security Policy" in msg.text or msg.text.startswith("CSP violation")
+            else None
+        ),
+    )
     yield tab
     context.close()
+    assert not violations, f"CSP violations on {tab.url}: {violations}"
 
 
 @pytest.fixture
