@@ -11,8 +11,9 @@ It checks, for every concrete managed model (auth and contrib included):
 unapplied migrations; missing tables and columns; column types (PostgreSQL)
 and nullability; foreign keys missing or pointing elsewhere; Meta constraints
 and indexes, field-level unique and db_index; the hand-written guards of
-billing migration 0002 (price exclusion constraint, append-only triggers); and
-columns that no model knows. It never changes the database.
+billing migrations database_guards and price_dimensions_and_tiers (the price exclusion constraint per model and
+service tier, the fixed-rates trigger on prices, the append-only triggers);
+and columns that no model knows. It never changes the database.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import importlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.apps import apps
@@ -139,7 +141,7 @@ def _explain_pending_fake(finding: Finding, structural: list[Finding]) -> Findin
 
 def _unverifiable_operations(app: str, name: str) -> list[str]:
     """RunPython/RunSQL steps of a migration (data changes), except the guards checked here."""
-    if (app, name) == ("billing", "0002_database_guards"):
+    if app == "billing" and name.split("_", 1)[-1] in {g.migration for g in GUARDS}:
         return []
     migration = MigrationLoader(None, ignore_no_migrations=True).get_migration(app, name)
     kinds = {type(op).__name__ for op in migration.operations}
@@ -574,7 +576,7 @@ def _extra_column(model, column: LiveColumn) -> Finding:
     )
 
 
-# --- Hand-written guards (billing migration 0002) --------------------------------------------
+# --- Hand-written guards (billing migrations database_guards, price_dimensions_and_tiers) ---
 
 
 @dataclass(frozen=True)
@@ -583,26 +585,51 @@ class Guard:
     table: str
     kind: str  # "constraint" or "trigger"
     impact: str
+    # The billing migration whose FORWARD creates it, by its name without the number
+    # (numbers are renumbered when branches merge).
+    migration: str = "database_guards"
+    # For a constraint: words its definition must contain (a stale definition is missing).
+    mentions: tuple[str, ...] = ()
 
 
 _OVERLAP = (
-    "Two price periods of one model can overlap, so a generation matches two prices and its "
-    "cost depends on which row a query happens to pick."
+    "Two price periods of one model and service tier can overlap, so a generation matches "
+    "two prices and its cost depends on which row a query happens to pick."
+)
+_RATES_FIXED = (
+    "A price period's rates can be edited after it priced usage, so the stored costs no "
+    "longer add up to their explanation (tokens x the period's rates)."
 )
 _APPEND_ONLY = (
     "Rows can be updated or deleted, so the balance stops being the sum of an immutable "
     "history and nothing shows who changed money."
 )
 GUARDS = [
-    Guard("model_price_no_overlap", "billing_modelprice", "constraint", _OVERLAP),
+    Guard(
+        "model_price_no_overlap",
+        "billing_modelprice",
+        "constraint",
+        _OVERLAP,
+        migration="price_dimensions_and_tiers",
+        mentions=("model", "service_tier", "tstzrange", "superseded_at"),
+    ),
+    Guard(
+        "model_price_rates_fixed",
+        "billing_modelprice",
+        "trigger",
+        _RATES_FIXED,
+        migration="price_dimensions_and_tiers",
+    ),
     Guard("ledger_append_only", "billing_ledgerentry", "trigger", _APPEND_ONLY),
     Guard("ledger_no_truncate", "billing_ledgerentry", "trigger", _APPEND_ONLY),
     Guard("audit_append_only", "billing_auditevent", "trigger", _APPEND_ONLY),
 ]
 
 
-def _guard_migration():
-    return importlib.import_module("billing.migrations.0002_database_guards")
+def _guard_migration(name: str):
+    folder = Path(importlib.import_module("billing.migrations").__file__).parent
+    (path,) = folder.glob(f"[0-9][0-9][0-9][0-9]_{name}.py")
+    return importlib.import_module(f"billing.migrations.{path.stem}")
 
 
 def _check_guards(connection, cursor, tables: set[str]) -> list[Finding]:
@@ -610,36 +637,41 @@ def _check_guards(connection, cursor, tables: set[str]) -> list[Finding]:
     if not guards:
         return []
     present = _present_guards(connection, cursor, {g.table for g in guards})
-    return [_guard_finding(connection, g) for g in guards if g.name not in present]
+    return [
+        _guard_finding(connection, g)
+        for g in guards
+        if g.name not in present
+        or not all(re.search(rf"\b{word}\b", present[g.name]) for word in g.mentions)
+    ]
 
 
-def _present_guards(connection, cursor, tables: Iterable[str]) -> set[str]:
+def _present_guards(connection, cursor, tables: Iterable[str]) -> dict[str, str]:
+    """Each guard present on `tables`, by name, with its definition."""
     cursor.execute(
-        "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgrelid::regclass::text = ANY(%s)"
-        " UNION SELECT conname FROM pg_constraint WHERE conrelid::regclass::text = ANY(%s)",
+        "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger"
+        " WHERE NOT tgisinternal AND tgrelid::regclass::text = ANY(%s)"
+        " UNION SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid::regclass::text = ANY(%s)",
         [list(tables), list(tables)],
     )
-    return {row[0] for row in cursor.fetchall()}
+    return dict(cursor.fetchall())
 
 
 def _guard_finding(connection, guard: Guard) -> Finding:
-    source = _guard_migration().FORWARD
+    source = _guard_migration(guard.migration).FORWARD
     sql = [_dedent(s) + ";" for s in source if re.search(rf"\b{guard.name}\b", s)]
     if guard.kind == "trigger":
         # The trigger function may be gone too; CREATE OR REPLACE is harmless if not.
-        sql = [
-            _dedent(s) + ";"
-            for s in source
-            if "FUNCTION billing_refuse_change()" in s and "CREATE OR REPLACE" in s
-        ] + sql
+        sql = [_dedent(s) + ";" for s in source if "CREATE OR REPLACE FUNCTION" in s] + sql
     return Finding(
         code="missing_guard",
         severity=ERROR,
         table=guard.table,
         name=guard.name,
-        problem=f"The {guard.kind} {guard.name} on {guard.table} (billing migration 0002) is missing.",
+        problem=f"The {guard.kind} {guard.name} on {guard.table} (billing migration "
+        f"{guard.migration}) is missing or out of date.",
         impact=guard.impact,
-        fix="Recreate it with the SQL of billing/migrations/0002_database_guards.py.",
+        fix=f"Recreate it with the SQL of billing migration {guard.migration}.",
         sql=sql,
     )
 
