@@ -201,7 +201,8 @@ _RESPONSES_WRITE_DETAILS = {"ttl_30m_tokens", "ttl_12h_tokens"}
 def _openai(r: _Reader, usage: dict) -> Breakdown:
     """Chat Completions (`prompt_tokens`) or Responses (`input_tokens`), told apart by
     their fields."""
-    chat, responses = bool(_CHAT & usage.keys()), bool(_RESPONSES & usage.keys())
+    chat = bool((_CHAT - {"total_tokens"}) & usage.keys())
+    responses = bool((_RESPONSES - {"total_tokens"}) & usage.keys())
     if chat and responses:
         r.errors["usage"] = (
             "mixes the Chat Completions fields (prompt_tokens, ...) with the Responses "
