@@ -143,7 +143,7 @@ def charge_for(price: ModelPrice, tokens: Tokens) -> Charge:
             _EXACT.multiply(Decimal(count), rate), -TOKENS_PER_PRICE_UNIT_EXPONENT
         )
         total = _EXACT.add(total, amount)
-        lines.append(ChargeLine(dimension, count, rate, amount))
+        lines.append(ChargeLine(dimension, count, rate, _tidy(amount)))
     return Charge(
         price_id=price.pk,
         model=price.model,
