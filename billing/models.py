@@ -294,8 +294,14 @@ class ModelPrice(models.Model):
 
     def rates(self, *, long_context: bool) -> tuple[Decimal, ...]:
         """The six rates per million (RATE_FIELDS' order), defaults resolved."""
-        names = LONG_RATE_FIELDS if long_context else RATE_FIELDS
-        inp, cached, write_5m, write_1h, out, reasoning = (getattr(self, n) for n in names)
+        if long_context:
+            inp, cached = self.long_input_per_million, self.long_cached_input_per_million
+            write_5m, write_1h = self.long_cache_write_5m_per_million, self.long_cache_write_1h_per_million  # fmt: skip
+            out, reasoning = self.long_output_per_million, self.long_reasoning_per_million
+        else:
+            inp, cached = self.input_per_million, self.cached_input_per_million
+            write_5m, write_1h = self.cache_write_5m_per_million, self.cache_write_1h_per_million
+            out, reasoning = self.output_per_million, self.reasoning_per_million
         write_5m = inp if write_5m is None else write_5m
         write_1h = write_5m if write_1h is None else write_1h
         reasoning = out if reasoning is None else reasoning

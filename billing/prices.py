@@ -17,7 +17,7 @@ import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -66,8 +66,7 @@ class Tokens:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ChargeLine:
+class ChargeLine(NamedTuple):
     """One dimension of a charge: `tokens x rate_per_million / 1e6 = amount`, exactly."""
 
     dimension: str
@@ -76,13 +75,14 @@ class ChargeLine:
     amount: Decimal
 
 
-@dataclass(frozen=True, slots=True)
-class Charge:
+class Charge(NamedTuple):
     """What a generation costs at one price period, line by line (never rounded).
 
     A stable type: the API's `charge` object is :meth:`as_json`, and pages
-    render the same fields. `lines` always has the six DIMENSIONS in order,
-    zero lines included; `total` is their exact sum and equals the stored cost.
+    render the same fields. :attr:`lines` always has the six DIMENSIONS in
+    order, zero lines included; `total` is their exact sum and equals the
+    stored cost. (A named tuple, with the lines built on demand: recording
+    makes one per event and reads only the total.)
     """
 
     price_id: int
@@ -93,8 +93,14 @@ class Charge:
     effective_to: datetime | None
     long_context_threshold: int | None
     long_context: bool  # the prompt exceeded the threshold: the long_* rates applied
-    lines: tuple[ChargeLine, ...]
+    tokens: tuple[int, ...]  # per dimension
+    rates: tuple[Decimal, ...]  # per million, per dimension
+    amounts: tuple[Decimal, ...]  # per dimension: tokens x rate / 1e6
     total: Decimal
+
+    @property
+    def lines(self) -> tuple[ChargeLine, ...]:
+        return tuple(map(ChargeLine, DIMENSIONS, self.tokens, self.rates, self.amounts))
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -131,40 +137,47 @@ def charge_for(price: ModelPrice, tokens: Tokens) -> Charge:
 
     The long-context rates apply to the whole request when its prompt (every
     input token: uncached, cache reads and writes) exceeds the threshold.
+    Recording calls it for every priced event: keep it lean.
     """
     threshold = price.long_context_threshold
     long_context = threshold is not None and tokens.prompt > threshold
-    lines = []
-    total = Decimal(0)
-    for dimension, count, rate in zip(
-        DIMENSIONS, tokens.by_dimension(), price.rates(long_context=long_context), strict=True
-    ):
-        amount = _EXACT.scaleb(
-            _EXACT.multiply(Decimal(count), rate), -TOKENS_PER_PRICE_UNIT_EXPONENT
-        )
-        total = _EXACT.add(total, amount)
-        lines.append(ChargeLine(dimension, count, rate, _tidy(amount)))
-    return Charge(
-        price_id=price.pk,
-        model=price.model,
-        service_tier=price.service_tier,
-        currency=price.currency,
-        effective_from=price.effective_from,
-        effective_to=price.effective_to,
-        long_context_threshold=threshold,
-        long_context=long_context,
-        lines=tuple(lines),
-        total=_tidy(total),
+    counts = tokens.by_dimension()
+    rates = price.rates(long_context=long_context)
+    amounts = tuple(
+        _tidy(_EXACT.scaleb(_EXACT.multiply(count, rate), -TOKENS_PER_PRICE_UNIT_EXPONENT))
+        if count
+        else _ZERO
+        for count, rate in zip(counts, rates, strict=True)
     )
+    total = _ZERO
+    for amount in amounts:
+        total = _EXACT.add(total, amount)
+    return Charge(
+        price.pk,
+        price.model,
+        price.service_tier,
+        price.currency,
+        price.effective_from,
+        price.effective_to,
+        threshold,
+        long_context,
+        counts,
+        rates,
+        amounts,
+        total,
+    )
+
+
+_ZERO = Decimal(0).quantize(AMOUNT_QUANTUM)
 
 
 def _tidy(amount: Decimal) -> Decimal:
     """The same value at twelve places when it has no more (as every amount had before
     finer prices), else at the places it needs: never rounded."""
     try:
-        return amount.quantize(AMOUNT_QUANTUM, context=_EXACT)
+        return _EXACT.quantize(amount, AMOUNT_QUANTUM)
     except decimal.Inexact:
-        return amount.normalize(_EXACT)
+        return _EXACT.normalize(amount)
 
 
 # --- Setting a price ------------------------------------------------------------------
