@@ -9,7 +9,9 @@
   priced is explained by it for ever; superseded periods are out of the
   exclusion constraint;
 - prices NUMERIC(24, 12); every column that holds or sums a priced cost an
-  unconstrained NUMERIC: a catalogue change only, no rewrite (docs/ledger.md).
+  unconstrained NUMERIC: a catalogue change only, no rewrite (docs/ledger.md);
+  the ledger's checks on `amount` are added back NOT VALID and validated by
+  the next migration, so the ledger is locked for milliseconds, not a scan.
 """
 
 import billing.models
@@ -84,6 +86,39 @@ BACKWARD = [
 ]
 
 
+def _checks_revalidated_later(app: str, model_name: str, names: list[str]):
+    """Drop these checks before a column's type changes and add them back NOT VALID
+    after (validated by a later migration, which does not block writes).
+
+    PostgreSQL re-checks every CHECK that names an altered column, a full scan
+    under the ALTER's ACCESS EXCLUSIVE lock (about 1 s per million rows here),
+    even when the type change itself rewrites nothing.
+    """
+
+    def table_and_constraints(apps, schema_editor):
+        model = apps.get_model(app, model_name)
+        wanted = [c for c in model._meta.constraints if c.name in names]
+        return model, schema_editor.quote_name(model._meta.db_table), wanted
+
+    def drop(apps, schema_editor):
+        _, table, wanted = table_and_constraints(apps, schema_editor)
+        for constraint in wanted:
+            schema_editor.execute(f"ALTER TABLE {table} DROP CONSTRAINT {constraint.name}")
+
+    def add(apps, schema_editor):
+        model, table, wanted = table_and_constraints(apps, schema_editor)
+        for constraint in wanted:
+            sql = constraint.constraint_sql(model, schema_editor)
+            schema_editor.execute(f"ALTER TABLE {table} ADD {sql} NOT VALID")
+
+    return migrations.RunPython(drop, add), migrations.RunPython(add, drop)
+
+
+_LEDGER_DROP, _LEDGER_ADD = _checks_revalidated_later(
+    "billing", "LedgerEntry", ["ledger_amount_not_zero", "ledger_amount_sign_matches_kind"]
+)
+
+
 def _run(statements):
     def run(apps, schema_editor):
         with schema_editor.connection.cursor() as cursor:
@@ -101,6 +136,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        _LEDGER_DROP,
         migrations.AlterModelOptions(
             name='modelprice',
             options={'ordering': ['model', 'service_tier', '-effective_from']},
@@ -261,5 +297,6 @@ migrations.AddField(
             name='superseded_at',
             field=models.DateTimeField(blank=True, help_text='When a correction replaced this period.', null=True),
         ),
+        _LEDGER_ADD,
         migrations.RunPython(_run(FORWARD), _run(BACKWARD)),
     ]

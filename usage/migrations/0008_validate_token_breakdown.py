@@ -1,4 +1,4 @@
-"""Validate the checks 0007_token_breakdown added NOT VALID.
+"""Validate the checks token_breakdown added NOT VALID.
 
 Its own migration, so its own transaction: VALIDATE CONSTRAINT scans the
 table under a SHARE UPDATE EXCLUSIVE lock, which lets inserts and updates go on.
@@ -6,7 +6,7 @@ table under a SHARE UPDATE EXCLUSIVE lock, which lets inserts and updates go on.
 
 from django.db import migrations
 
-CHECKS = ["usage_breakdown_within_totals", "usage_known_service_tier"]
+CHECKS = ["usage_breakdown_within_totals", "usage_known_service_tier", "usage_cost_matches_source"]
 
 
 class Migration(migrations.Migration):
