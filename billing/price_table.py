@@ -138,7 +138,8 @@ def read_table(
 def _entry_specs(model: str, entry: dict[str, Any], reading: TableReading) -> list[PriceSpec]:
     mode = entry.get("mode")
     if mode not in MODES:
-        raise SkipEntry(f"mode {mode!r} is not priced per text token here")
+        what = "no mode" if mode is None else f"mode {mode!r}"
+        raise SkipEntry(f"{what}: only chat, completion and responses entries are priced per token")
     if len(model) > 100:
         raise SkipEntry("the model name is longer than 100 characters")
     if "off_peak_pricing" in entry:

@@ -77,6 +77,10 @@ COUNT_FIELDS = (
     "question_count",
 )
 
+# A set once: `ServiceTier.values` builds a new list at every access.
+SERVICE_TIERS = frozenset(ServiceTier.values)
+_FINGERPRINT_DEFAULTS = (0, 0, 0, "standard", "", None)
+
 EARLIEST_OCCURRED_AT = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -96,9 +100,9 @@ def validate_event(event: UsageEvent, *, now: datetime) -> Decimal | None:
         _check_count(name, getattr(event, name), errors)
     if event.processing_time_ms is not None:
         _check_count("processing_time_ms", event.processing_time_ms, errors)
-    if not errors.keys() & set(COUNT_FIELDS):
+    if not errors:
         _check_breakdown(event, errors)
-    if event.service_tier not in ServiceTier.values:
+    if event.service_tier not in SERVICE_TIERS:
         errors["service_tier"] = f"must be one of {', '.join(ServiceTier.values)}"
     if not (event.idempotency_key or "").strip():
         errors["idempotency_key"] = "is required"
@@ -189,17 +193,19 @@ def fingerprint(event: UsageEvent, company: Company, cost: Decimal | None) -> st
     }
     # Only what differs from a flat standard event, so that a retry of an event
     # recorded before these fields existed still matches its fingerprint.
-    extra = {
-        "cache_write_5m_tokens": event.cache_write_5m_tokens,
-        "cache_write_1h_tokens": event.cache_write_1h_tokens,
-        "reasoning_tokens": event.reasoning_tokens,
-        "service_tier": event.service_tier,
-        "provider": event.provider,
-        "provider_usage": event.provider_usage,
-    }
-    defaults = (0, 0, 0, ServiceTier.STANDARD, "", None)
-    payload.update(
-        {k: v for (k, v), default in zip(extra.items(), defaults, strict=True) if v != default}
+    extra = (
+        event.cache_write_5m_tokens,
+        event.cache_write_1h_tokens,
+        event.reasoning_tokens,
+        event.service_tier,
+        event.provider,
+        event.provider_usage,
     )
+    if extra != _FINGERPRINT_DEFAULTS:
+        names = ("cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens",
+                 "service_tier", "provider", "provider_usage")  # fmt: skip
+        payload.update(
+            {n: v for n, v, d in zip(names, extra, _FINGERPRINT_DEFAULTS, strict=True) if v != d}
+        )
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(encoded.encode()).hexdigest()

@@ -91,18 +91,25 @@ class UsageIn(BaseModel):
 
     def to_event(self, default_company: str | None = None) -> UsageEvent:
         """The event; InvalidInput when its tokens are missing or contradict themselves."""
-        data = self.model_dump()
-        flat = {name: data.pop(name) for name in FLAT_TOKEN_FIELDS}
         tokens = event_fields(
-            provider=data.pop("provider"),
-            usage=data.pop("usage"),
-            service_tier=data.pop("service_tier"),
-            flat=flat,
+            provider=self.provider,
+            usage=self.usage,
+            service_tier=self.service_tier,
+            flat={name: getattr(self, name) for name in FLAT_TOKEN_FIELDS},
         )
-        data["company"] = data["company"] or default_company or ""
-        data["metadata"] = data["metadata"] or {}
-        data["question_count"] = data["question_count"] or 0
-        return UsageEvent(**data, **tokens)
+        return UsageEvent(
+            company=self.company or default_company or "",
+            idempotency_key=self.idempotency_key,
+            model=self.model,
+            question_count=self.question_count or 0,
+            job_id=self.job_id,
+            draft_job_id=self.draft_job_id,
+            cost=self.cost,
+            occurred_at=self.occurred_at,
+            metadata=self.metadata or {},
+            processing_time_ms=self.processing_time_ms,
+            **tokens,
+        )
 
 
 def readable_errors(errors: Iterable[dict], *, skip: int = 0) -> dict[str, str]:

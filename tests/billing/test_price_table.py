@@ -163,7 +163,7 @@ def test_tiered_pricing_with_two_ranges_is_a_long_context_tier():
 @pytest.mark.parametrize(
     ("entry", "reason"),
     [
-        ({"mode": "image_generation", "input_cost_per_token": 1e-06}, "mode 'image_generation'"),
+        ({"mode": "image_generation", "input_cost_per_token": 1e-06}, "mode 'image_generation': only chat"),
         ({"mode": "chat", "input_cost_per_token": 1e-06}, "no per-token input and output price"),
         ({"mode": "chat", "input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06,
           "off_peak_pricing": {}}, "off-peak"),
