@@ -27,8 +27,10 @@ from billing.admin_paging import CappedCountMixin
 from billing.audit import audit_changes, snapshot
 from billing.companies import TIMEZONE_CHANGE_HINT, refuse_ambiguous_external_id
 from billing.credits import post_credit
-from billing.forms import AmountFormField, CreditPostingForm
+from billing.forms import AmountFormField, CreditPostingForm, ModelPriceForm
 from billing.models import (
+    LONG_RATE_FIELDS,
+    RATE_FIELDS,
     APIKey,
     AuditEvent,
     BillingAlert,
@@ -48,9 +50,10 @@ from core.forms import AsciiDecimalField
 CREDIT_POLICY_FIELDS = ["low_balance_threshold", "overdraft_allowance", "monthly_spend_limit"]
 PRICE_FIELDS = [
     "model",
-    "input_per_million",
-    "cached_input_per_million",
-    "output_per_million",
+    "service_tier",
+    *RATE_FIELDS,
+    "long_context_threshold",
+    *LONG_RATE_FIELDS,
     "currency",
     "effective_from",
     "effective_to",
@@ -399,18 +402,47 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(ModelPrice)
 class ModelPriceAdmin(AuditedAdmin):
+    """Adding a price goes through set_model_price (it closes the open period of the
+    same model and tier, and fills in the documented defaults). A period's rates are
+    fixed once written (the database refuses an edit): a wrong one is corrected with
+    `manage.py set_model_price --correct ID`, then `reprice_usage --reprice-priced`."""
+
+    form = ModelPriceForm
     list_display = [
         "model",
+        "service_tier",
         "input_price",
         "cached_input_price",
+        "cache_write_price",
         "output_price",
+        "long_context_threshold",
         "effective_from_utc",
         "effective_to_utc",
+        "superseded_at",
     ]
-    list_filter = ["model"]
-    search_fields = ["model"]
+    list_filter = ["service_tier", ("superseded_at", admin.EmptyFieldListFilter)]
+    search_fields = ["model", "source"]
     date_hierarchy = "effective_from"
-    readonly_fields = ["created_at", "created_by"]
+    readonly_fields = [
+        "currency",
+        "source",
+        "corrects",
+        "superseded_at",
+        "created_at",
+        "created_by",
+    ]
+    fieldsets = [
+        (None, {"fields": ["model", "service_tier", "currency", "effective_from", "effective_to"]}),
+        ("Rates, USD per million tokens", {"fields": list(RATE_FIELDS)}),
+        (
+            "Long context: above the threshold these rates apply to the whole request",
+            {"fields": ["long_context_threshold", *LONG_RATE_FIELDS]},
+        ),
+        (
+            "Provenance",
+            {"fields": ["source", "corrects", "superseded_at", "created_at", "created_by"]},
+        ),
+    ]
 
     audited_fields = PRICE_FIELDS
     audit_prefix = "model_price"
@@ -425,22 +457,29 @@ class ModelPriceAdmin(AuditedAdmin):
     def cached_input_price(self, obj: ModelPrice) -> str:
         return format_price(obj.cached_input_per_million, obj.currency)
 
+    @admin.display(description="Cache write 5m / 1M", ordering="cache_write_5m_per_million")
+    def cache_write_price(self, obj: ModelPrice) -> str:
+        return format_price(obj.cache_write_5m_per_million, obj.currency)
+
     @admin.display(description="Output / 1M", ordering="output_per_million")
     def output_price(self, obj: ModelPrice) -> str:
         return format_price(obj.output_per_million, obj.currency)
 
     def get_readonly_fields(self, request, obj: ModelPrice | None = None):
-        # A price that has priced usage is evidence: every such charge must stay
-        # explainable as tokens x this price. Corrections are a new period
-        # (`manage.py set_model_price`) and `manage.py reprice_usage`.
-        if obj is not None and obj.usage.exists():
+        if obj is None:
+            return [*self.readonly_fields, "effective_to"]  # set_model_price opens a period
+        # Only the end of a period that priced nothing may move; rates never do.
+        fixed = [f for f in PRICE_FIELDS if f != "effective_to"]
+        if obj.superseded_at is not None or obj.usage.exists():
             return [*self.readonly_fields, *PRICE_FIELDS]
-        return self.readonly_fields
+        return [*self.readonly_fields, *fixed]
 
     def save_model(self, request, obj: ModelPrice, form, change: bool) -> None:
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        price = form.set_price(actor=request.user)
+        obj.pk, obj.created_at, obj.created_by = price.pk, price.created_at, price.created_by
 
 
 @admin.register(CreditBalance)

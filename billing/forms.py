@@ -4,20 +4,21 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, time
+from datetime import datetime, time
 from decimal import Decimal
 
 from django import forms
+from django.db import transaction
 from django.utils import timezone
 
-from billing.models import Company
+from billing.models import LONG_RATE_FIELDS, RATE_FIELDS, Company, ModelPrice
 from billing.money import (
     AMOUNT_DECIMAL_PLACES,
     AMOUNT_MAX_DIGITS,
-    PRICE_DECIMAL_PLACES,
-    PRICE_MAX_DIGITS,
     plain,
 )
+from billing.prices import LongContext, set_model_price
+from core.errors import ServiceError
 from core.forms import AsciiDecimalField
 
 CREDIT_KINDS = ("purchase", "grant")
@@ -117,42 +118,52 @@ class CreditPostingForm(forms.Form):
         }
 
 
-def _price_field(label: str, *, required: bool = True) -> forms.DecimalField:
-    return AsciiDecimalField(
-        label=label,
-        max_digits=PRICE_MAX_DIGITS,
-        decimal_places=PRICE_DECIMAL_PLACES,
-        min_value=Decimal(0),
-        required=required,
-    )
+class ModelPriceForm(forms.ModelForm):
+    """The admin's price form. A new price is checked by the service itself, run
+    and rolled back in `clean` (overlaps, missing long-context rates), so its
+    refusals show on the form; `set_price` then runs it for real."""
 
+    class Meta:
+        model = ModelPrice
+        fields = [
+            "model",
+            "service_tier",
+            "effective_from",
+            "effective_to",
+            *RATE_FIELDS,
+            "long_context_threshold",
+            *LONG_RATE_FIELDS,
+        ]
+        field_classes = dict.fromkeys([*RATE_FIELDS, *LONG_RATE_FIELDS], AsciiDecimalField)
 
-class ModelPriceForm(forms.Form):
-    """A new price period of a model, from an instant (UTC), per million tokens (USD)."""
+    def clean(self) -> dict:
+        data = super().clean()
+        if self.instance.pk is None and not self.errors:
+            try:
+                with transaction.atomic():
+                    self.set_price(actor=None)
+                    transaction.set_rollback(True)
+            except ServiceError as exc:
+                for name, reason in exc.fields.items():
+                    self.add_error(name if name in self.fields else None, reason)
+                if not exc.fields:
+                    self.add_error(None, exc.message)
+        return data
 
-    model = forms.CharField(max_length=100)
-    input_per_million = _price_field("Uncached input, USD per 1M tokens")
-    cached_input_per_million = _price_field("Cached input, USD per 1M tokens", required=False)
-    output_per_million = _price_field("Output, USD per 1M tokens")
-    effective_from = forms.DateTimeField(
-        label="In effect from (UTC)",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
-        help_text="Usage that occurred from this instant on is priced with it.",
-    )
-
-    def clean_effective_from(self) -> datetime:
-        value = self.cleaned_data["effective_from"]
-        # Typed without a zone, and labelled UTC: read it as UTC whatever the server's zone.
-        return value.replace(tzinfo=UTC) if timezone.is_naive(value) else value.astimezone(UTC)
-
-    def price(self) -> dict:
-        """The keyword arguments of billing.prices.set_model_price."""
+    def set_price(self, *, actor) -> ModelPrice:
         data = self.cleaned_data
-        return {
-            "model": data["model"],
-            "input_per_million": data["input_per_million"],
-            "cached_input_per_million": data.get("cached_input_per_million"),
-            "output_per_million": data["output_per_million"],
-            "effective_from": data["effective_from"],
-        }
+        long_context = None
+        if data.get("long_context_threshold") is not None:
+            long_context = LongContext(
+                threshold=data["long_context_threshold"],
+                **{name.removeprefix("long_"): data.get(name) for name in LONG_RATE_FIELDS},
+            )
+        return set_model_price(
+            model=data["model"],
+            service_tier=data["service_tier"],
+            effective_from=data["effective_from"],
+            long_context=long_context,
+            actor=actor,
+            actor_label="admin",
+            **{name: data.get(name) for name in RATE_FIELDS},
+        )

@@ -72,15 +72,42 @@ CHECKS: dict[str, str] = {
             OR (NOT u.prepaid AND u.cost IS NOT NULL
                 AND (d.usage_id IS NULL OR d.debits <> 1 OR d.total <> -u.cost))
          GROUP BY 1""",
+    # The SQL twin of billing.prices.charge_for (the same rates, defaults and
+    # long-context rule); `* 0.000001` because numeric multiplication is exact
+    # and division rounds to a scale of its own choosing.
     "priced_cost_is_tokens_times_its_price": """
         SELECT u.company_id, COUNT(*) || ' priced usage rows whose cost is not their tokens '
                || 'at the price they reference'
           FROM {usage} u JOIN {price} p ON p.id = u.price_id
+         CROSS JOIN LATERAL (
+               SELECT COALESCE(u.prompt_tokens > p.long_context_threshold, FALSE) AS long) c
+         CROSS JOIN LATERAL (
+               SELECT CASE WHEN c.long THEN p.long_input_per_million
+                           ELSE p.input_per_million END AS input,
+                      CASE WHEN c.long THEN p.long_cached_input_per_million
+                           ELSE p.cached_input_per_million END AS cache_read,
+                      CASE WHEN c.long THEN p.long_cache_write_5m_per_million
+                           ELSE COALESCE(p.cache_write_5m_per_million, p.input_per_million)
+                      END AS write_5m,
+                      CASE WHEN c.long THEN p.long_cache_write_1h_per_million
+                           ELSE COALESCE(p.cache_write_1h_per_million,
+                                         p.cache_write_5m_per_million, p.input_per_million)
+                      END AS write_1h,
+                      CASE WHEN c.long THEN p.long_output_per_million
+                           ELSE p.output_per_million END AS output,
+                      CASE WHEN c.long THEN p.long_reasoning_per_million
+                           ELSE COALESCE(p.reasoning_per_million, p.output_per_million)
+                      END AS reasoning) r
          WHERE u.cost_source = 'priced' {c:u}
            AND (u.cost IS DISTINCT FROM
-                ((u.prompt_tokens - u.cached_prompt_tokens) * p.input_per_million
-                 + u.cached_prompt_tokens * p.cached_input_per_million
-                 + u.completion_tokens * p.output_per_million) / 1000000
+                ((u.prompt_tokens - u.cached_prompt_tokens - u.cache_write_5m_tokens
+                  - u.cache_write_1h_tokens) * r.input
+                 + u.cached_prompt_tokens * r.cache_read
+                 + u.cache_write_5m_tokens * r.write_5m
+                 + u.cache_write_1h_tokens * r.write_1h
+                 + (u.completion_tokens - u.reasoning_tokens) * r.output
+                 + u.reasoning_tokens * r.reasoning) * 0.000001
+                OR u.model <> p.model OR u.service_tier <> p.service_tier
                 OR u.occurred_at < p.effective_from
                 OR u.occurred_at >= COALESCE(p.effective_to, 'infinity'))
          GROUP BY u.company_id""",

@@ -30,8 +30,29 @@ def AmountField(**kwargs):  # noqa: N802 - reads like a field class
     )
 
 
+class ExactAmountField(models.DecimalField):
+    """An unconstrained NUMERIC: exact at whatever scale the value has.
+
+    For every column that holds a priced cost or sums costs. A priced cost has
+    up to 18 places (billing.money); NUMERIC(28, 12) would round it on insert.
+    Dropping the typmod is a catalogue change only (no table rewrite, no index
+    rebuild): docs/ledger.md has the measurement.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.pop("max_digits", None)
+        kwargs.pop("decimal_places", None)
+        super().__init__(*args, **kwargs)
+
+    def check(self, **kwargs):
+        return models.Field.check(self, **kwargs)
+
+    def db_type(self, connection) -> str:
+        return "numeric"
+
+
 def PriceField(**kwargs):  # noqa: N802
-    """NUMERIC(18, 6) per million tokens."""
+    """NUMERIC(24, 12) per million tokens."""
     return models.DecimalField(
         max_digits=PRICE_MAX_DIGITS, decimal_places=PRICE_DECIMAL_PLACES, **kwargs
     )
@@ -126,43 +147,165 @@ class Membership(models.Model):
         return f"{self.user} @ {self.company} ({self.role})"
 
 
-class ModelPrice(models.Model):
-    """What one LLM model costs per million tokens during [effective_from, effective_to).
+class ServiceTier(models.TextChoices):
+    """The provider's service tier a generation ran on; each has its own prices."""
 
-    Periods of one model never overlap: an exclusion constraint (migration 0002)
-    refuses it in the database itself.
+    STANDARD = "standard", "Standard"
+    BATCH = "batch", "Batch"
+    FLEX = "flex", "Flex"
+    PRIORITY = "priority", "Priority"
+
+
+# The rates of a price period, by dimension, in the order a charge lists them.
+RATE_FIELDS = (
+    "input_per_million",
+    "cached_input_per_million",
+    "cache_write_5m_per_million",
+    "cache_write_1h_per_million",
+    "output_per_million",
+    "reasoning_per_million",
+)
+LONG_RATE_FIELDS = tuple(f"long_{name}" for name in RATE_FIELDS)
+
+
+class ModelPrice(models.Model):
+    """What one model costs on one service tier per million tokens during
+    [effective_from, effective_to).
+
+    Dimensions: uncached input, cache read (`cached_input`), cache writes of 5
+    minutes and of 1 hour, output, and reasoning. A missing 5-minute write rate
+    is the input rate, a missing 1-hour one the 5-minute one, a missing
+    reasoning rate the output rate (`set_model_price` stores them resolved;
+    NULL only appears in rows written by code that does not know the column).
+    With `long_context_threshold`, a request whose prompt has more tokens than
+    that is charged the `long_*` rates for the whole request.
+
+    Periods of one (model, service tier) never overlap (an exclusion
+    constraint), and a period's rates never change once written (a trigger):
+    the usage it priced is explained by these numbers for ever. Both live in
+    billing migration price_dimensions_and_tiers. A wrong period is corrected
+    by a new row over the same dates (`corrects` it); the old one is then
+    `superseded_at`, out of the constraint and of every look-up, and
+    `reprice_usage --reprice-priced` moves its usage to the correction.
     """
 
     model = models.CharField(max_length=100, db_index=True)
-    input_per_million = PriceField()
-    cached_input_per_million = PriceField()
-    output_per_million = PriceField()
+    service_tier = models.CharField(
+        max_length=16,
+        choices=ServiceTier.choices,
+        default=ServiceTier.STANDARD,
+        db_default=ServiceTier.STANDARD,
+    )
+    input_per_million = PriceField(help_text="Uncached input tokens.")
+    cached_input_per_million = PriceField(help_text="Cache reads.")
+    cache_write_5m_per_million = PriceField(
+        null=True, blank=True, help_text="5-minute cache writes; empty: the input rate."
+    )
+    cache_write_1h_per_million = PriceField(
+        null=True, blank=True, help_text="1-hour cache writes; empty: the 5-minute rate."
+    )
+    output_per_million = PriceField(help_text="Output tokens other than reasoning.")
+    reasoning_per_million = PriceField(
+        null=True, blank=True, help_text="Reasoning (thinking) tokens; empty: the output rate."
+    )
+    long_context_threshold = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests whose prompt has more tokens than this pay the long-context "
+        "rates for the whole request; empty: no long-context tier.",
+    )
+    long_input_per_million = PriceField(null=True, blank=True)
+    long_cached_input_per_million = PriceField(null=True, blank=True)
+    long_cache_write_5m_per_million = PriceField(null=True, blank=True)
+    long_cache_write_1h_per_million = PriceField(null=True, blank=True)
+    long_output_per_million = PriceField(null=True, blank=True)
+    long_reasoning_per_million = PriceField(null=True, blank=True)
     currency = models.CharField(max_length=3, default="USD")
     effective_from = models.DateTimeField()
     effective_to = models.DateTimeField(null=True, blank=True)
+    source = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Where the rates came from (e.g. the LiteLLM table's key).",
+    )
+    corrects = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The period whose rates this one corrects (same model, tier and dates).",
+    )
+    superseded_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a correction replaced this period."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
 
     class Meta:
-        ordering = ["model", "-effective_from"]
+        ordering = ["model", "service_tier", "-effective_from"]
         constraints = [
             models.CheckConstraint(
                 condition=Q(input_per_million__gte=0)
                 & Q(cached_input_per_million__gte=0)
-                & Q(output_per_million__gte=0),
+                & Q(output_per_million__gte=0)
+                & (
+                    Q(cache_write_5m_per_million__isnull=True)
+                    | Q(cache_write_5m_per_million__gte=0)
+                )
+                & (
+                    Q(cache_write_1h_per_million__isnull=True)
+                    | Q(cache_write_1h_per_million__gte=0)
+                )
+                & (Q(reasoning_per_million__isnull=True) | Q(reasoning_per_million__gte=0)),
                 name="model_price_non_negative",
             ),
             models.CheckConstraint(
                 condition=Q(effective_to__isnull=True) | Q(effective_to__gt=F("effective_from")),
                 name="model_price_period_ordered",
             ),
+            models.CheckConstraint(
+                condition=Q(service_tier__in=ServiceTier.values),
+                name="model_price_known_service_tier",
+            ),
+            # A long-context tier has its threshold and every one of its rates, or
+            # there is none of them.
+            models.CheckConstraint(
+                condition=Q(
+                    long_context_threshold__isnull=True,
+                    **{f"{name}__isnull": True for name in LONG_RATE_FIELDS},
+                )
+                | Q(
+                    long_context_threshold__gt=0,
+                    **{f"{name}__gte": 0 for name in LONG_RATE_FIELDS},
+                ),
+                name="model_price_long_context_complete",
+            ),
         ]
 
     def __str__(self) -> str:
         end = self.effective_to.date() if self.effective_to else "open"
-        return f"{self.model} from {self.effective_from.date()} to {end}"
+        tier = "" if self.service_tier == ServiceTier.STANDARD else f" ({self.service_tier})"
+        return f"{self.model}{tier} from {self.effective_from.date()} to {end}"
+
+    def rates(self, *, long_context: bool) -> tuple[Decimal, ...]:
+        """The six rates per million (RATE_FIELDS' order), defaults resolved."""
+        if long_context:
+            inp, cached = self.long_input_per_million, self.long_cached_input_per_million
+            write_5m, write_1h = self.long_cache_write_5m_per_million, self.long_cache_write_1h_per_million  # fmt: skip
+            out, reasoning = self.long_output_per_million, self.long_reasoning_per_million
+        else:
+            inp, cached = self.input_per_million, self.cached_input_per_million
+            write_5m, write_1h = self.cache_write_5m_per_million, self.cache_write_1h_per_million
+            out, reasoning = self.output_per_million, self.reasoning_per_million
+        write_5m = inp if write_5m is None else write_5m
+        write_1h = write_5m if write_1h is None else write_1h
+        reasoning = out if reasoning is None else reasoning
+        return inp, cached, write_5m, write_1h, out, reasoning
 
 
 class CreditBalance(models.Model):
@@ -176,8 +319,8 @@ class CreditBalance(models.Model):
     company = models.OneToOneField(
         Company, primary_key=True, on_delete=models.PROTECT, related_name="credit_balance"
     )
-    balance = AmountField(default=Decimal("0"))
-    debt = AmountField(
+    balance = ExactAmountField(default=Decimal("0"))
+    debt = ExactAmountField(
         default=Decimal("0"),
         db_default=Decimal("0"),  # balance rows written by raw SQL or older code stay valid
         help_text="Consumption no unexpired credit covered yet; new credit pays it off first.",
@@ -216,8 +359,8 @@ class LedgerEntry(models.Model):
         Company, on_delete=models.PROTECT, related_name="ledger_entries", db_index=False
     )
     kind = models.CharField(max_length=24, choices=Kind.choices)
-    amount = AmountField(help_text="Signed: positive adds credit, negative consumes it.")
-    balance_after = AmountField()
+    amount = ExactAmountField(help_text="Signed: positive adds credit, negative consumes it.")
+    balance_after = ExactAmountField()
     reason = models.TextField(blank=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -373,10 +516,10 @@ class CreditLot(models.Model):
         LedgerEntry, on_delete=models.PROTECT, related_name="lot", help_text="The posting."
     )
     funding = models.CharField(max_length=16, choices=Funding.choices)
-    amount = AmountField()
-    consumed = AmountField(default=Decimal("0"))
-    expired = AmountField(default=Decimal("0"))
-    remaining = AmountField()
+    amount = ExactAmountField()
+    consumed = ExactAmountField(default=Decimal("0"))
+    expired = ExactAmountField(default=Decimal("0"))
+    remaining = ExactAmountField()
     expires_at = models.DateTimeField(null=True, blank=True)
     last_consumed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -430,9 +573,9 @@ class BillingAlert(models.Model):
     company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="billing_alerts")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     period = models.CharField(max_length=16, blank=True)
-    balance = AmountField(help_text="Balance when the alert fired.")
-    threshold = AmountField(help_text="The threshold or limit share that was crossed.")
-    month_to_date_spend = AmountField(null=True, blank=True)
+    balance = ExactAmountField(help_text="Balance when the alert fired.")
+    threshold = ExactAmountField(help_text="The threshold or limit share that was crossed.")
+    month_to_date_spend = ExactAmountField(null=True, blank=True)
     recipients = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     emailed_at = models.DateTimeField(null=True, blank=True)

@@ -1,14 +1,18 @@
 """Money: the one place where amounts are rounded, and how.
 
-Every amount in the system (usage cost, ledger amount, balance) is a
-``Decimal`` stored as NUMERIC(28, 12): twelve places after the point.
+Every amount in the system is a ``Decimal``. An amount that enters from
+outside (a cost reported by a caller, a credit typed by an operator, a limit)
+is rounded once to twelve places by :func:`quantize_amount`, with
+ROUND_HALF_EVEN (banker's rounding, so rounding errors do not drift in one
+direction), and stored as NUMERIC(28, 12) where it is only ever typed.
 
-Prices are per million tokens with at most six decimal places, so a priced
-cost ``tokens x price / 1_000_000`` is *exact* at twelve places: pricing never
-rounds. The only rounding happens in :func:`quantize_amount`, applied once
-when an amount enters the system from outside (a cost reported by a caller,
-a credit grant typed by an operator, an imported row), with ROUND_HALF_EVEN
-(banker's rounding, so rounding errors do not drift in one direction).
+Prices are per million tokens with at most twelve decimal places (LiteLLM's
+table has prices such as 0.141953125 per million), so a priced cost
+``tokens x price / 1_000_000`` has up to eighteen: it is never rounded. Every
+column that holds a priced cost or sums costs (usage cost, rollup cost, ledger
+amount and running balance, balance, debt, lots, alerts) is an unconstrained
+NUMERIC (:class:`billing.models.ExactAmountField`), which stores any scale
+exactly; docs/ledger.md says why that rather than a wider fixed scale.
 Sums of stored amounts are exact.
 
 Display has one rule too, :func:`format_money`, used by every page, the admin
@@ -31,8 +35,8 @@ from core.text import parse_decimal
 
 AMOUNT_MAX_DIGITS = 28
 AMOUNT_DECIMAL_PLACES = 12
-PRICE_MAX_DIGITS = 18
-PRICE_DECIMAL_PLACES = 6
+PRICE_MAX_DIGITS = 24
+PRICE_DECIMAL_PLACES = 12
 TOKENS_PER_PRICE_UNIT = 1_000_000
 
 AMOUNT_QUANTUM = Decimal(1).scaleb(-AMOUNT_DECIMAL_PLACES)
@@ -63,29 +67,6 @@ def quantize_amount(value: Decimal | str | int) -> Decimal:
         raise AmountError(f"{value!r} is larger than the {AMOUNT_LIMIT} an amount may hold")
     # -0 is stored as 0; keeping the sign would answer "-0.00" now and "0.00" when read back.
     return amount.copy_abs() if amount.is_zero() else amount
-
-
-def price_cost(
-    *,
-    prompt_tokens: int,
-    cached_prompt_tokens: int,
-    completion_tokens: int,
-    input_per_million: Decimal,
-    cached_input_per_million: Decimal,
-    output_per_million: Decimal,
-) -> Decimal:
-    """Cost of one generation; exact (no rounding) because prices have <= 6 places."""
-    uncached = prompt_tokens - cached_prompt_tokens
-    total = (
-        uncached * input_per_million
-        + cached_prompt_tokens * cached_input_per_million
-        + completion_tokens * output_per_million
-    )
-    cost = total / TOKENS_PER_PRICE_UNIT
-    exact = cost.quantize(AMOUNT_QUANTUM)
-    if exact != cost:  # only possible if a price had more than 6 places
-        raise AmountError(f"price has more than {PRICE_DECIMAL_PLACES} decimal places")
-    return exact
 
 
 def to_cents(amount: Decimal) -> Decimal:
@@ -172,22 +153,22 @@ def format_price(price: Decimal, currency: str = "USD") -> str:
 
 
 def plain(amount: Decimal | None) -> str | None:
-    """Full-precision decimal string without exponent or trailing zeros beyond cents."""
+    """The exact decimal string, without exponent or trailing zeros beyond cents.
+
+    Never rounded: a priced cost may have up to eighteen places.
+    """
     if amount is None:
         return None
-    text = format(amount.quantize(AMOUNT_QUANTUM), "f")
-    if "." in text:
-        text = text.rstrip("0")
-        whole, _, frac = text.partition(".")
-        text = f"{whole}.{frac.ljust(2, '0')}"
-    return text
+    text = format(amount, "f")
+    whole, _, frac = text.partition(".")
+    return f"{whole}.{frac.rstrip('0').ljust(2, '0')}"
 
 
 PRICE_LIMIT = Decimal(10) ** (PRICE_MAX_DIGITS - PRICE_DECIMAL_PLACES)
 
 
 def parse_price(value: Decimal | str | int) -> Decimal:
-    """A price per million tokens as typed: never rounded, refused beyond 6 places.
+    """A price per million tokens as typed: never rounded, refused beyond 12 places.
 
     Refusing (instead of rounding) keeps every priced cost exact (see above).
     """

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,11 +14,31 @@ from django.db import connection
 from django.db.models import Model
 
 
-def _insert_value(field: Any, obj: Model) -> Any:
-    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-        if getattr(obj, field.attname) is None:
-            return field.pre_save(obj, True)
-    return getattr(obj, field.attname)
+def _insert_values(model: type[Model], obj: Model) -> list[Any]:
+    """The values an INSERT of `obj` writes, in :func:`_insert_shape`'s order."""
+    getter, stamped = _insert_getter(model)
+    values = list(getter(obj))
+    for i, field in stamped:  # auto_now / auto_now_add, as a save would set them
+        if values[i] is None:
+            values[i] = field.pre_save(obj, True)
+    return values
+
+
+@functools.cache
+def _insert_getter(model: type[Model]) -> tuple[Any, list[tuple[int, Any]]]:
+    # One attrgetter reads every value in C: per-field getattr calls were a tenth
+    # of a 1,000-row batch's Python time.
+    fields, _ = _insert_shape(model)
+    getter = operator.attrgetter(*(f.attname for f in fields))
+    if len(fields) == 1:
+        single = getter
+        getter = lambda obj: (single(obj),)  # noqa: E731 - attrgetter of one name is no tuple
+    stamped = [
+        (i, f)
+        for i, f in enumerate(fields)
+        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+    ]
+    return getter, stamped
 
 
 def insert_rows(model: type[Model], rows: list[Model], *, suffix: str = "") -> list[tuple]:
@@ -43,8 +64,7 @@ def recordset_insert(model: type[Model], rows: list[Model]) -> tuple[str, list[s
     batch. Values keep their exact text: decimals, UUIDs and instants go as
     strings that PostgreSQL parses with the column's own type (never a float).
     """
-    fields, _ = _insert_shape(model)
-    return _recordset_sql(model), [json_rows([[_insert_value(f, r) for f in fields] for r in rows])]
+    return _recordset_sql(model), [json_rows([_insert_values(model, r) for r in rows])]
 
 
 def json_rows(rows: list[list[Any]] | list[tuple]) -> str:

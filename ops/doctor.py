@@ -11,9 +11,11 @@ It checks, for every concrete managed model (auth and contrib included):
 unapplied migrations; missing tables and columns; column types (PostgreSQL)
 and nullability; foreign keys missing or pointing elsewhere; Meta constraints
 and indexes, field-level unique and db_index; the hand-written guards of
-billing migrations 0002 and 0008 (price exclusion constraint, append-only
-triggers, unambiguous company references); and
-columns that no model knows. It never changes the database.
+billing migrations database_guards, company_references_unambiguous and
+price_dimensions_and_tiers (the price exclusion constraint per model and
+service tier, the fixed-rates trigger on prices, the append-only triggers,
+unambiguous company references); and columns that no model knows. It never
+changes the database.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import importlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.apps import apps
@@ -140,7 +143,7 @@ def _explain_pending_fake(finding: Finding, structural: list[Finding]) -> Findin
 
 def _unverifiable_operations(app: str, name: str) -> list[str]:
     """RunPython/RunSQL steps of a migration (data changes), except the guards checked here."""
-    if (app, name) == ("billing", "0002_database_guards"):
+    if app == "billing" and name.split("_", 1)[-1] in {g.migration for g in GUARDS}:
         return []
     migration = MigrationLoader(None, ignore_no_migrations=True).get_migration(app, name)
     kinds = {type(op).__name__ for op in migration.operations}
@@ -575,7 +578,7 @@ def _extra_column(model, column: LiveColumn) -> Finding:
     )
 
 
-# --- Hand-written guards (billing migrations 0002, 0008) --------------------------------------------
+# --- Hand-written guards (billing migrations database_guards, company_references, price_dimensions) ---
 
 
 @dataclass(frozen=True)
@@ -584,19 +587,41 @@ class Guard:
     table: str
     kind: str  # "constraint" or "trigger"
     impact: str
-    migration: str = "0002_database_guards"  # the billing migration whose FORWARD makes it
+    # The billing migration whose FORWARD creates it, by its name without the number
+    # (numbers are renumbered when branches merge).
+    migration: str = "database_guards"
+    # For a constraint: words its definition must contain (a stale definition is missing).
+    mentions: tuple[str, ...] = ()
 
 
 _OVERLAP = (
-    "Two price periods of one model can overlap, so a generation matches two prices and its "
-    "cost depends on which row a query happens to pick."
+    "Two price periods of one model and service tier can overlap, so a generation matches "
+    "two prices and its cost depends on which row a query happens to pick."
+)
+_RATES_FIXED = (
+    "A price period's rates can be edited after it priced usage, so the stored costs no "
+    "longer add up to their explanation (tokens x the period's rates)."
 )
 _APPEND_ONLY = (
     "Rows can be updated or deleted, so the balance stops being the sum of an immutable "
     "history and nothing shows who changed money."
 )
 GUARDS = [
-    Guard("model_price_no_overlap", "billing_modelprice", "constraint", _OVERLAP),
+    Guard(
+        "model_price_no_overlap",
+        "billing_modelprice",
+        "constraint",
+        _OVERLAP,
+        migration="price_dimensions_and_tiers",
+        mentions=("model", "service_tier", "tstzrange", "superseded_at"),
+    ),
+    Guard(
+        "model_price_rates_fixed",
+        "billing_modelprice",
+        "trigger",
+        _RATES_FIXED,
+        migration="price_dimensions_and_tiers",
+    ),
     Guard("ledger_append_only", "billing_ledgerentry", "trigger", _APPEND_ONLY),
     Guard("ledger_no_truncate", "billing_ledgerentry", "trigger", _APPEND_ONLY),
     Guard("audit_append_only", "billing_auditevent", "trigger", _APPEND_ONLY),
@@ -606,13 +631,15 @@ GUARDS = [
         "trigger",
         "An external id can equal another company's UUID, so usage naming it is billed to "
         "whichever company the lookup finds first.",
-        migration="0008_company_references_unambiguous",
+        migration="company_references_unambiguous",
     ),
 ]
 
 
-def _guard_migration(guard: Guard):
-    return importlib.import_module(f"billing.migrations.{guard.migration}")
+def _guard_migration(name: str):
+    folder = Path(importlib.import_module("billing.migrations").__file__).parent
+    (path,) = folder.glob(f"[0-9][0-9][0-9][0-9]_{name}.py")
+    return importlib.import_module(f"billing.migrations.{path.stem}")
 
 
 def _check_guards(connection, cursor, tables: set[str]) -> list[Finding]:
@@ -620,20 +647,28 @@ def _check_guards(connection, cursor, tables: set[str]) -> list[Finding]:
     if not guards:
         return []
     present = _present_guards(connection, cursor, {g.table for g in guards})
-    return [_guard_finding(connection, g) for g in guards if g.name not in present]
+    return [
+        _guard_finding(connection, g)
+        for g in guards
+        if g.name not in present
+        or not all(re.search(rf"\b{word}\b", present[g.name]) for word in g.mentions)
+    ]
 
 
-def _present_guards(connection, cursor, tables: Iterable[str]) -> set[str]:
+def _present_guards(connection, cursor, tables: Iterable[str]) -> dict[str, str]:
+    """Each guard present on `tables`, by name, with its definition."""
     cursor.execute(
-        "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgrelid::regclass::text = ANY(%s)"
-        " UNION SELECT conname FROM pg_constraint WHERE conrelid::regclass::text = ANY(%s)",
+        "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger"
+        " WHERE NOT tgisinternal AND tgrelid::regclass::text = ANY(%s)"
+        " UNION SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid::regclass::text = ANY(%s)",
         [list(tables), list(tables)],
     )
-    return {row[0] for row in cursor.fetchall()}
+    return dict(cursor.fetchall())
 
 
 def _guard_finding(connection, guard: Guard) -> Finding:
-    source = _guard_migration(guard).FORWARD
+    source = _guard_migration(guard.migration).FORWARD
     functions = [s for s in source if "CREATE OR REPLACE FUNCTION" in s]
     sql = [
         _dedent(s) + ";"
@@ -648,12 +683,10 @@ def _guard_finding(connection, guard: Guard) -> Finding:
         severity=ERROR,
         table=guard.table,
         name=guard.name,
-        problem=(
-            f"The {guard.kind} {guard.name} on {guard.table} "
-            f"(billing migration {guard.migration[:4]}) is missing."
-        ),
+        problem=f"The {guard.kind} {guard.name} on {guard.table} (billing migration "
+        f"{guard.migration}) is missing or out of date.",
         impact=guard.impact,
-        fix=f"Recreate it with the SQL of billing/migrations/{guard.migration}.py.",
+        fix=f"Recreate it with the SQL of billing migration {guard.migration}.",
         sql=sql,
     )
 

@@ -31,7 +31,6 @@ from billing.admin_paging import CappedCountMixin
 from billing.forms import ModelPriceForm
 from billing.models import Company, ModelPrice
 from billing.money import format_money, money_html
-from billing.prices import set_model_price
 from core.dates import format_instant
 from core.errors import InvalidInput, ServiceError
 from core.locks import advisory_lock
@@ -403,7 +402,7 @@ class QuestionGenerationUsageAdmin(CappedCountMixin, ReadOnlyAdmin):
     def _preview_price(self, form) -> RepriceReport | None:
         try:
             with transaction.atomic():
-                set_model_price(**form.price(), actor_label="admin preview")
+                form.set_price(actor=None)
                 report = reprice_usage(model=form.cleaned_data["model"], apply=False)
                 transaction.set_rollback(True)
         except ServiceError as exc:
@@ -420,7 +419,7 @@ class QuestionGenerationUsageAdmin(CappedCountMixin, ReadOnlyAdmin):
                 return None
             try:
                 with transaction.atomic():
-                    price = set_model_price(**form.price(), actor=request.user)
+                    price = form.set_price(actor=request.user)
                     report = reprice_usage(
                         model=price.model, apply=True, actor=request.user, actor_label="admin"
                     )

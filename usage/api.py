@@ -30,6 +30,7 @@ from billing.money import plain
 from core.errors import NotPermitted, ServiceError
 from core.openapi import CANONICAL_UUID, NON_BLANK, STORABLE, document
 from usage import inbox
+from usage.charges import explain_usage
 from usage.events import UsageEvent
 from usage.grouping import record_one
 from usage.jobs import save_job
@@ -40,7 +41,7 @@ from usage.schemas import UsageIn, event_from_payload
 router = Router(tags=["usage"])
 
 
-class UsageOut(Schema):
+class UsageRowOut(Schema):
     id: str
     company: str
     status: str = Field(..., description="linked or draft")
@@ -49,17 +50,29 @@ class UsageOut(Schema):
     model: str
     prompt_tokens: int
     cached_prompt_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
     completion_tokens: int
+    reasoning_tokens: int
+    service_tier: str
+    provider: str = Field(..., description="openai, anthropic, gemini; empty for flat fields.")
     question_count: int
-    cost: str | None = Field(..., description="Decimal string; null while unpriced.")
+    cost: str | None = Field(..., description="Decimal string, exact; null while unpriced.")
     cost_source: str = Field(..., description="reported, priced or unpriced")
     occurred_at: str
     idempotency_key: str
+
+
+class UsageOut(UsageRowOut):
     balance: str = Field(..., description="The company's balance after this debit.")
 
 
 def usage_body(result: RecordResult) -> dict[str, Any]:
-    u = result.usage
+    return row_body(result.usage) | {"balance": plain(result.balance)}
+
+
+def row_body(u) -> dict[str, Any]:
+    """A usage row as the API answers it (without the balance)."""
     return {
         "id": str(u.pk),
         "company": str(u.company_id),
@@ -69,14 +82,18 @@ def usage_body(result: RecordResult) -> dict[str, Any]:
         "model": u.model,
         "prompt_tokens": u.prompt_tokens,
         "cached_prompt_tokens": u.cached_prompt_tokens,
+        "cache_write_5m_tokens": u.cache_write_5m_tokens,
+        "cache_write_1h_tokens": u.cache_write_1h_tokens,
         "completion_tokens": u.completion_tokens,
+        "reasoning_tokens": u.reasoning_tokens,
+        "service_tier": u.service_tier,
+        "provider": u.provider,
         "question_count": u.question_count,
         "cost": plain(u.cost),
         "cost_source": u.cost_source,
         # In UTC, so a replay (read back from the database) answers the same text.
         "occurred_at": u.occurred_at.astimezone(UTC).isoformat(),
         "idempotency_key": u.idempotency_key,
-        "balance": plain(result.balance),
     }
 
 
@@ -198,6 +215,87 @@ def _result_entry(index: int, outcome: RecordResult | ServiceError | None) -> di
         "outcome": "error",
         "status": status_of(outcome),
         "error": error_body(outcome),
+    }
+
+
+# --- Explaining a charge ---------------------------------------------------------------
+# After the batch route: `/usage/{usage_id}` would otherwise answer `/usage/batch` (405).
+
+
+class LedgerEntryOut(Schema):
+    id: int
+    kind: str
+    amount: str
+    balance_after: str
+    created_at: str
+    idempotency_key: str
+
+
+class ChargeLineOut(Schema):
+    dimension: str = Field(
+        ..., description="input, cache_read, cache_write_5m, cache_write_1h, output, reasoning"
+    )
+    tokens: int
+    rate_per_million: str
+    amount: str = Field(..., description="tokens x rate_per_million / 1,000,000, exact")
+
+
+class ChargePriceOut(Schema):
+    id: int
+    model: str
+    service_tier: str
+    currency: str
+    effective_from: str
+    effective_to: str | None
+    long_context_threshold: int | None
+
+
+class ChargeOut(Schema):
+    price: ChargePriceOut
+    service_tier: str
+    long_context: bool = Field(..., description="The prompt exceeded the threshold.")
+    lines: list[ChargeLineOut]
+    total: str = Field(..., description="The lines' exact sum: the row's cost.")
+
+
+class UsageDetailOut(Schema):
+    usage: UsageRowOut
+    provider_usage: dict[str, Any] | None = Field(
+        ..., description="The provider's usage object as it was sent."
+    )
+    charge: ChargeOut | None = Field(..., description="Null for reported and unpriced costs.")
+    debit: LedgerEntryOut | None = Field(..., description="The ledger entry that debited it.")
+    corrections: list[LedgerEntryOut]
+
+
+def _entry_body(entry) -> dict[str, Any]:
+    return {
+        "id": entry.pk,
+        "kind": entry.kind,
+        "amount": plain(entry.amount),
+        "balance_after": plain(entry.balance_after),
+        "created_at": entry.created_at.astimezone(UTC).isoformat(),
+        "idempotency_key": entry.idempotency_key,
+    }
+
+
+@router.get("/usage/{usage_id}", response=UsageDetailOut)
+def usage_detail_view(request: HttpRequest, usage_id: str):
+    """One recorded generation, its charge line by line, and the ledger entries that
+    debited it. A company key sees only its own company's rows."""
+    key = request.auth
+    explained = explain_usage(usage_id=usage_id, company_id=key.company_id or None)
+    if explained is None:
+        raise ApiError(
+            404, "not_found", f"No usage row {usage_id}.", fields={"usage_id": "not found"}
+        )
+    debit = explained.debit
+    return {
+        "usage": row_body(explained.usage),
+        "provider_usage": explained.usage.provider_usage,
+        "charge": explained.charge.as_json() if explained.charge else None,
+        "debit": _entry_body(debit) if debit is not None else None,
+        "corrections": [_entry_body(e) for e in explained.corrections],
     }
 
 

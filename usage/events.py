@@ -17,15 +17,23 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from billing.models import Company
+from billing.models import Company, ServiceTier
 from billing.money import AmountError, quantize_amount
+from billing.prices import Tokens
 from core.errors import InvalidInput
 from usage.models import INT32_MAX
+from usage.providers import NOT_PRICED
 
 
 @dataclass(frozen=True)
 class UsageEvent:
-    """One generation as a caller describes it (already parsed, not yet checked)."""
+    """One generation as a caller describes it (already parsed, not yet checked).
+
+    The token counts are the canonical breakdown (docs/api.md): a provider's
+    own usage object is read into them (usage.providers) and kept verbatim
+    in `provider_usage`; `unpriced_fields` names what it reported that no
+    price covers (refused unless the event reports its cost).
+    """
 
     company: str
     idempotency_key: str
@@ -40,7 +48,38 @@ class UsageEvent:
     occurred_at: datetime | None = None
     metadata: dict = field(default_factory=dict)
     processing_time_ms: int | None = None
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    service_tier: str = ServiceTier.STANDARD
+    provider: str = ""
+    provider_usage: dict | None = None
+    unpriced_fields: tuple[str, ...] = ()
 
+    def tokens(self) -> Tokens:
+        return Tokens(
+            prompt=self.prompt_tokens,
+            completion=self.completion_tokens,
+            cached=self.cached_prompt_tokens,
+            cache_write_5m=self.cache_write_5m_tokens,
+            cache_write_1h=self.cache_write_1h_tokens,
+            reasoning=self.reasoning_tokens,
+        )
+
+
+COUNT_FIELDS = (
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "question_count",
+)
+
+# A set once: `ServiceTier.values` builds a new list at every access.
+SERVICE_TIERS = frozenset(ServiceTier.values)
+_FINGERPRINT_DEFAULTS = (0, 0, 0, "standard", "", None)
 
 EARLIEST_OCCURRED_AT = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -57,13 +96,14 @@ def _check_count(name: str, value: object, errors: dict[str, str]) -> None:
 def validate_event(event: UsageEvent, *, now: datetime) -> Decimal | None:
     """Raise InvalidInput naming every bad field; return the reported cost."""
     errors: dict[str, str] = {}
-    for name in ("prompt_tokens", "cached_prompt_tokens", "completion_tokens", "question_count"):
+    for name in COUNT_FIELDS:
         _check_count(name, getattr(event, name), errors)
     if event.processing_time_ms is not None:
         _check_count("processing_time_ms", event.processing_time_ms, errors)
-    if "cached_prompt_tokens" not in errors and "prompt_tokens" not in errors:
-        if event.cached_prompt_tokens > event.prompt_tokens:
-            errors["cached_prompt_tokens"] = "must not exceed prompt_tokens"
+    if not errors:
+        _check_breakdown(event, errors)
+    if event.service_tier not in SERVICE_TIERS:
+        errors["service_tier"] = f"must be one of {', '.join(ServiceTier.values)}"
     if not (event.idempotency_key or "").strip():
         errors["idempotency_key"] = "is required"
     elif len(event.idempotency_key) > 255:
@@ -79,6 +119,9 @@ def validate_event(event: UsageEvent, *, now: datetime) -> Decimal | None:
         if value is not None and len(str(value)) > 255:
             errors[name] = "must be at most 255 characters"
     cost = _check_occurred_and_cost(event, now, errors)
+    if cost is None and "cost" not in errors:
+        for path in event.unpriced_fields:
+            errors[path] = NOT_PRICED
     if not isinstance(event.metadata, dict):
         errors["metadata"] = "must be an object"
     if errors:
@@ -87,6 +130,19 @@ def validate_event(event: UsageEvent, *, now: datetime) -> Decimal | None:
             fields=errors,
         )
     return cost
+
+
+def _check_breakdown(event: UsageEvent, errors: dict[str, str]) -> None:
+    """Parts never exceed their whole: cache reads and writes are part of the prompt,
+    reasoning part of the completion."""
+    writes = event.cache_write_5m_tokens + event.cache_write_1h_tokens
+    if event.cached_prompt_tokens > event.prompt_tokens:
+        errors["cached_prompt_tokens"] = "must not exceed prompt_tokens"
+    elif event.cached_prompt_tokens + writes > event.prompt_tokens:
+        name = "cache_write_5m_tokens" if event.cache_write_5m_tokens else "cache_write_1h_tokens"
+        errors[name] = "cached_prompt_tokens and the cache writes must not exceed prompt_tokens"
+    if event.reasoning_tokens > event.completion_tokens:
+        errors["reasoning_tokens"] = "must not exceed completion_tokens"
 
 
 def _check_occurred_and_cost(
@@ -135,5 +191,21 @@ def fingerprint(event: UsageEvent, company: Company, cost: Decimal | None) -> st
         "metadata": event.metadata,
         "processing_time_ms": event.processing_time_ms,
     }
+    # Only what differs from a flat standard event, so that a retry of an event
+    # recorded before these fields existed still matches its fingerprint.
+    extra = (
+        event.cache_write_5m_tokens,
+        event.cache_write_1h_tokens,
+        event.reasoning_tokens,
+        event.service_tier,
+        event.provider,
+        event.provider_usage,
+    )
+    if extra != _FINGERPRINT_DEFAULTS:
+        names = ("cache_write_5m_tokens", "cache_write_1h_tokens", "reasoning_tokens",
+                 "service_tier", "provider", "provider_usage")  # fmt: skip
+        payload.update(
+            {n: v for n, v, d in zip(names, extra, _FINGERPRINT_DEFAULTS, strict=True) if v != d}
+        )
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(encoded.encode()).hexdigest()

@@ -14,6 +14,9 @@ Decisions, documented in docs/operations.md:
 - ``total_tokens`` must equal ``prompt_tokens + completion_tokens`` (cached
   tokens are part of the prompt); when exactly one of those two is missing it
   is derived from the total. A mismatch is a rejected row, never a guess.
+- Instead of the flat token columns a row may carry ``provider`` and
+  ``usage``, the provider's usage object as JSON (a JSON Lines object, or JSON
+  text in a CSV cell), read exactly as the API reads it (usage.providers).
 - Timestamps must carry an offset, as in the API. A naive timestamp is
   rejected unless the operator names its zone (``assume_tz``). Unix epoch
   seconds are accepted as UTC. A row without a timestamp is rejected: history
@@ -68,6 +71,7 @@ from billing.models import Company
 from core.errors import ServiceError
 from core.text import parse_decimal, unstorable_path
 from usage.events import UsageEvent
+from usage.providers import event_fields
 from usage.recording import Outcome, record_usage_batch
 from usage.schemas import strict_json_loads
 
@@ -96,6 +100,12 @@ KNOWN_COLUMNS = {
     "occurred_at",
     "metadata",
     "processing_time_ms",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "service_tier",
+    "provider",
+    "usage",
 }
 REQUIRED_COLUMNS = {"company", "model", "occurred_at"}
 SNIFF_BYTES = 64 * 1024
@@ -285,6 +295,33 @@ def _tokens(row: dict[str, Any]) -> tuple[int, int]:
     return prompt, completion
 
 
+def _breakdown(row: dict[str, Any]) -> dict[str, Any]:
+    """The event's token fields and tier: the flat columns, or `provider` + `usage`."""
+    usage, provider = _value(row, "usage"), _text(row, "provider")
+    if isinstance(usage, str):
+        try:
+            usage = strict_json_loads(usage)
+        except ValueError:
+            raise RowError("usage is not valid JSON")
+    flat: dict[str, Any] = {}
+    if usage is None and provider is None:
+        flat["prompt_tokens"], flat["completion_tokens"] = _tokens(row)
+    for name in ("cached_prompt_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
+                 "reasoning_tokens"):  # fmt: skip
+        flat[name] = _int(row, name)
+    if usage is not None or provider is not None:
+        for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            flat[name] = _int(row, name)
+    try:
+        fields = event_fields(
+            provider=provider, usage=usage, service_tier=_text(row, "service_tier"), flat=flat
+        )
+    except ServiceError as exc:
+        raise RowError(exc.message.removeprefix("Invalid usage event: "))
+    fields.pop("total_tokens", None)
+    return fields
+
+
 def _timestamp(row: dict[str, Any], assume_tz: zoneinfo.ZoneInfo | None) -> datetime:
     value = _value(row, "occurred_at")
     if value is None:
@@ -348,15 +385,13 @@ def event_from_row(
     company = _text(row, "company")
     if company is None:
         raise RowError("company_id is required")
-    prompt, completion = _tokens(row)
+    tokens = _breakdown(row)
     cost = _value(row, "cost")
     return UsageEvent(
         company=company,
         idempotency_key=key,
         model=_text(row, "model") or "",
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        cached_prompt_tokens=_int(row, "cached_prompt_tokens") or 0,
+        **tokens,
         question_count=_int(row, "question_count") or 0,
         job_id=_text(row, "job_id"),
         draft_job_id=_text(row, "draft_job_id"),

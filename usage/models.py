@@ -13,7 +13,7 @@ import uuid
 from django.db import models
 from django.db.models import F, Q
 
-from billing.models import AmountField, Company, ModelPrice
+from billing.models import AmountField, Company, ExactAmountField, ModelPrice, ServiceTier
 from core.ids import uuid7
 from usage.provider_pages import RawJSONEncoder
 
@@ -92,8 +92,29 @@ class QuestionGenerationUsage(models.Model):
     prompt_tokens = models.IntegerField()
     cached_prompt_tokens = models.IntegerField(default=0)
     completion_tokens = models.IntegerField()
+    # The rest of the token breakdown (docs/api.md): cache writes are part of
+    # prompt_tokens (as cache reads are), reasoning is part of completion_tokens.
+    cache_write_5m_tokens = models.IntegerField(default=0, db_default=0)
+    cache_write_1h_tokens = models.IntegerField(default=0, db_default=0)
+    reasoning_tokens = models.IntegerField(default=0, db_default=0)
+    service_tier = models.CharField(
+        max_length=16,
+        choices=ServiceTier.choices,
+        default=ServiceTier.STANDARD,
+        db_default=ServiceTier.STANDARD,
+    )
+    provider = models.CharField(
+        max_length=16,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="openai, anthropic or gemini when the provider's own usage object was sent.",
+    )
+    provider_usage = models.JSONField(
+        null=True, blank=True, help_text="The provider's usage object exactly as it was sent."
+    )
     question_count = models.IntegerField(default=0)
-    cost = AmountField(null=True, blank=True, help_text="NULL while unpriced.")
+    cost = ExactAmountField(null=True, blank=True, help_text="NULL while unpriced.")
     cost_source = models.CharField(max_length=16, choices=CostSource.choices)
     price = models.ForeignKey(
         ModelPrice,
@@ -197,6 +218,24 @@ class QuestionGenerationUsage(models.Model):
                 condition=Q(processing_time_ms__isnull=True) | Q(processing_time_ms__gte=0),
                 name="usage_processing_time_non_negative",
             ),
+            # Added NOT VALID and then validated (usage migration
+            # token_breakdown), so adding them never locks the table for a scan.
+            models.CheckConstraint(
+                condition=Q(cache_write_5m_tokens__gte=0)
+                & Q(cache_write_1h_tokens__gte=0)
+                & Q(reasoning_tokens__gte=0)
+                & Q(
+                    prompt_tokens__gte=F("cached_prompt_tokens")
+                    + F("cache_write_5m_tokens")
+                    + F("cache_write_1h_tokens")
+                )
+                & Q(completion_tokens__gte=F("reasoning_tokens")),
+                name="usage_breakdown_within_totals",
+            ),
+            models.CheckConstraint(
+                condition=Q(service_tier__in=ServiceTier.values),
+                name="usage_known_service_tier",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -221,7 +260,7 @@ class UsageDailyRollup(models.Model):
     prompt_tokens = models.BigIntegerField(default=0)
     cached_prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
-    cost = AmountField(default=0)
+    cost = ExactAmountField(default=0)
     unpriced = models.BigIntegerField(default=0, help_text="Generations without a cost yet.")
 
     class Meta:

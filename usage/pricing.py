@@ -1,8 +1,8 @@
 """Re-pricing recorded usage: price what was unpriced, correct what a bad price priced.
 
 `manage.py reprice_usage` calls :func:`reprice_usage`. A row is priced with
-the model price in effect at its `occurred_at` (billing.prices, the same rule
-as recording). Rows are read in keyset batches per company; with `apply`
+the price of its model and service tier in effect at its `occurred_at`, by
+its stored token breakdown (billing.prices.charge_for, as recording does). Rows are read in keyset batches per company; with `apply`
 the whole run is one transaction (every change and its credit posting, or
 none), each batch taking the house lock order (usage rows, rollup, balance).
 For each row that changes:
@@ -36,7 +36,7 @@ from billing.audit import record_audit
 from billing.ledger import post_entry
 from billing.models import Company, LedgerEntry
 from billing.money import plain
-from billing.prices import PriceBook, cost_at
+from billing.prices import PriceBook, Tokens, charge_for
 from usage import rollup
 from usage.models import CostSource, QuestionGenerationUsage
 
@@ -53,6 +53,10 @@ _FIELDS = (
     "prompt_tokens",
     "cached_prompt_tokens",
     "completion_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+    "service_tier",
     "cost",
     "cost_source",
     "price_id",
@@ -207,16 +211,11 @@ def _plan(rows: list[dict], summary: CompanyReprice) -> list[_Change]:
     changes = []
     prices = PriceBook({row["model"] for row in rows})
     for row in rows:
-        price = prices.in_effect(row["model"], row["occurred_at"])
+        price = prices.in_effect(row["model"], row["occurred_at"], row["service_tier"])
         if price is None:
             summary.still_unpriced += row["cost_source"] == CostSource.UNPRICED
             continue
-        cost = cost_at(
-            price,
-            prompt_tokens=row["prompt_tokens"],
-            cached_prompt_tokens=row["cached_prompt_tokens"],
-            completion_tokens=row["completion_tokens"],
-        )
+        cost = charge_for(price, tokens_of(row)).total
         if row["cost_source"] == CostSource.PRICED and (row["cost"], row["price_id"]) == (
             cost,
             price.pk,
@@ -231,6 +230,19 @@ def _plan(rows: list[dict], summary: CompanyReprice) -> list[_Change]:
         if not row["prepaid"]:
             summary.debited += cost - (row["cost"] or Decimal(0))
     return changes
+
+
+def tokens_of(row: dict | QuestionGenerationUsage) -> Tokens:
+    """A stored usage row's token breakdown (a `.values()` dict or the row itself)."""
+    get = row.__getitem__ if isinstance(row, dict) else row.__getattribute__
+    return Tokens(
+        prompt=get("prompt_tokens"),
+        completion=get("completion_tokens"),
+        cached=get("cached_prompt_tokens"),
+        cache_write_5m=get("cache_write_5m_tokens"),
+        cache_write_1h=get("cache_write_1h_tokens"),
+        reasoning=get("reasoning_tokens"),
+    )
 
 
 def _apply(changes: list[_Change], summary: CompanyReprice, actor, actor_label: str) -> None:

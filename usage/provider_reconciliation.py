@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from billing.models import Company
 from billing.money import plain
-from billing.prices import PriceBook, cost_at
+from billing.prices import PriceBook, Tokens, charge_for
 from usage.models import (
     ProviderBucket,
     ProviderCostLine,
@@ -469,12 +469,9 @@ def _lost(line: Line, *, prices: PriceBook, averages: dict[str, Decimal]) -> Los
     price = _price_of_day(prices, name, line.day)
     cost = None
     if price is not None:
-        cost = cost_at(
-            price,
-            prompt_tokens=uncached + cached,
-            cached_prompt_tokens=cached,
-            completion_tokens=output,
-        )
+        cost = charge_for(
+            price, Tokens(prompt=uncached + cached, completion=output, cached=cached)
+        ).total
     return Lost(
         tokens=tokens,
         cost_at_our_prices=cost,

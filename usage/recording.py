@@ -29,7 +29,7 @@ from billing.alerts import evaluate_alerts
 from billing.companies import company_not_found, resolve_companies
 from billing.ledger import post_usage_debits
 from billing.models import Company, CreditBalance, LedgerEntry, ModelPrice
-from billing.prices import PriceBook, cost_at
+from billing.prices import PriceBook, charge_for
 from core.errors import IdempotencyConflict, ServiceError
 from core.ids import uuid7
 from core.sql import recordset_insert
@@ -208,7 +208,7 @@ def _build_rows(pending: list[_Pending], outcomes: list, now: datetime, *, prepa
             continue
         price = None
         if p.reported_cost is None:
-            price = prices.in_effect(event.model, event.occurred_at or now)
+            price = prices.in_effect(event.model, event.occurred_at or now, event.service_tier)
         p.usage = build_usage(
             event, p.company, job, p.reported_cost, price, p.fp, now, prepaid=prepaid
         )
@@ -239,7 +239,7 @@ def build_usage(
     if reported_cost is not None:
         cost, price, source = reported_cost, None, CostSource.REPORTED
     elif price is not None:
-        cost, source = _priced(price, event), CostSource.PRICED
+        cost, source = charge_for(price, event.tokens()).total, CostSource.PRICED
     else:
         cost, source = None, CostSource.UNPRICED
     values = {
@@ -254,6 +254,12 @@ def build_usage(
         "prompt_tokens": event.prompt_tokens,
         "cached_prompt_tokens": event.cached_prompt_tokens,
         "completion_tokens": event.completion_tokens,
+        "cache_write_5m_tokens": event.cache_write_5m_tokens,
+        "cache_write_1h_tokens": event.cache_write_1h_tokens,
+        "reasoning_tokens": event.reasoning_tokens,
+        "service_tier": event.service_tier,
+        "provider": event.provider,
+        "provider_usage": event.provider_usage,
         "question_count": event.question_count,
         "cost": cost,
         "cost_source": source,
@@ -277,15 +283,6 @@ def build_usage(
 
 
 _USAGE_ATTNAMES = [f.attname for f in QuestionGenerationUsage._meta.concrete_fields]
-
-
-def _priced(price: ModelPrice, event: UsageEvent) -> Decimal:
-    return cost_at(
-        price,
-        prompt_tokens=event.prompt_tokens,
-        cached_prompt_tokens=event.cached_prompt_tokens,
-        completion_tokens=event.completion_tokens,
-    )
 
 
 _ON_KEY_CONFLICT = "ON CONFLICT (company_id, idempotency_key) DO NOTHING"

@@ -21,11 +21,13 @@ from django.conf import settings
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
 from pydantic_core import PydanticCustomError
 
+from billing.models import ServiceTier
 from core.errors import InvalidInput
 from core.openapi import NON_BLANK, STORABLE, document
 from core.text import unstorable_path
 from usage.events import UsageEvent
 from usage.models import INT32_MAX
+from usage.providers import FLAT_TOKEN_FIELDS, PROVIDERS, SERVICE_TIER_ALIASES, event_fields
 
 # Readable reasons for pydantic's error types (the rest keep pydantic's message).
 _REASONS = {
@@ -44,6 +46,7 @@ _REASONS = {
     "string_too_long": "is too long",
     "string_too_short": "must not be empty",
     "too_long": "has too many items",
+    "extra_forbidden": "is not a field of a usage event",
 }
 
 
@@ -85,30 +88,34 @@ def _usage_rules(schema: dict[str, Any]) -> None:
             "model": {"maxLength": 100, "pattern": NON_BLANK},
             "idempotency_key": {"maxLength": 255, "pattern": NON_BLANK},
             "cost": {"pattern": cost_pattern(settings.USAGE_MAX_EVENT_COST)},
-            "prompt_tokens": count,
-            "cached_prompt_tokens": {
-                **count,
-                "description": "Prompt tokens served from the provider's cache; "
-                "at most prompt_tokens.",
-            },
-            "completion_tokens": count,
+            **dict.fromkeys(FLAT_TOKEN_FIELDS, count),
             "question_count": count,
             "processing_time_ms": count,
+            "provider": {"enum": list(PROVIDERS)},
+            "service_tier": {"enum": [*ServiceTier.values, *SERVICE_TIER_ALIASES]},
             "metadata": {"propertyNames": text},
         },
         required=("company",),
         one_of_required=("job_id", "draft_job_id"),
     )
+    # The tokens come as the flat fields or as the provider's own usage object.
+    tokens = [
+        {"required": ["prompt_tokens", "completion_tokens"]},
+        {"required": ["provider", "usage"]},
+    ]
+    schema["allOf"] = [{"anyOf": schema.pop("anyOf")}, {"anyOf": tokens}]
 
 
 class UsageIn(BaseModel):
     """One generation, as the main product reports it.
 
     A plain pydantic model (not ninja.Schema, whose attribute-getter wrapper
-    tripled the validation time of a 1,000-event batch).
+    tripled the validation time of a 1,000-event batch). The tokens come as
+    the flat fields or as `provider` + `usage` (the provider's own object,
+    usage.providers); an unknown field is refused, never dropped.
     """
 
-    model_config = ConfigDict(json_schema_extra=_usage_rules)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_usage_rules)
 
     company: str | None = Field(
         None,
@@ -118,9 +125,31 @@ class UsageIn(BaseModel):
     job_id: str | None = Field(None, description="Saved job id, or a not-yet-saved job's id.")
     draft_job_id: str | None = Field(None, description="Temporary id of a draft job.")
     model: str
-    prompt_tokens: WholeNumber
-    cached_prompt_tokens: WholeNumber = 0
-    completion_tokens: WholeNumber
+    prompt_tokens: WholeNumber | None = Field(
+        None, description="Every input token: uncached, cache reads and cache writes."
+    )
+    cached_prompt_tokens: WholeNumber | None = Field(
+        None, description="Cache reads (inside prompt_tokens); default 0."
+    )
+    cache_write_5m_tokens: WholeNumber | None = Field(
+        None, description="Cache writes at the default lifetime (5 minutes); default 0."
+    )
+    cache_write_1h_tokens: WholeNumber | None = Field(
+        None, description="1-hour cache writes; default 0."
+    )
+    completion_tokens: WholeNumber | None = Field(
+        None, description="Every output token, reasoning included."
+    )
+    reasoning_tokens: WholeNumber | None = Field(
+        None, description="Reasoning tokens (inside completion_tokens); default 0."
+    )
+    provider: str | None = Field(None, description="openai, anthropic or gemini, with usage.")
+    usage: dict[str, Any] | None = Field(
+        None, description="The provider's usage object as its SDK serialises it."
+    )
+    service_tier: str | None = Field(
+        None, description="standard (default), batch, flex or priority."
+    )
     question_count: WholeNumber = 0
     cost: str | None = Field(None, description="Reported cost, a decimal string (e.g. '0.0125').")
     occurred_at: Timestamp = Field(
@@ -133,12 +162,26 @@ class UsageIn(BaseModel):
     processing_time_ms: WholeNumber | None = None
 
     def to_event(self, default_company: str | None = None) -> UsageEvent:
-        data = self.model_dump()
-        data["company"] = data["company"] or default_company or ""
-        data["metadata"] = data["metadata"] or {}
-        data["cached_prompt_tokens"] = data["cached_prompt_tokens"] or 0
-        data["question_count"] = data["question_count"] or 0
-        return UsageEvent(**data)
+        """The event; InvalidInput when its tokens are missing or contradict themselves."""
+        tokens = event_fields(
+            provider=self.provider,
+            usage=self.usage,
+            service_tier=self.service_tier,
+            flat={name: getattr(self, name) for name in FLAT_TOKEN_FIELDS},
+        )
+        return UsageEvent(
+            company=self.company or default_company or "",
+            idempotency_key=self.idempotency_key,
+            model=self.model,
+            question_count=self.question_count or 0,
+            job_id=self.job_id,
+            draft_job_id=self.draft_job_id,
+            cost=self.cost,
+            occurred_at=self.occurred_at,
+            metadata=self.metadata or {},
+            processing_time_ms=self.processing_time_ms,
+            **tokens,
+        )
 
 
 def readable_errors(errors: Iterable[dict], *, skip: int = 0) -> dict[str, str]:

@@ -33,9 +33,11 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from billing.models import AmountField, Company, CreditBalance, LedgerEntry
-from billing.money import TOKENS_PER_PRICE_UNIT
+from billing.prices import Charge as PriceCharge
+from billing.prices import charge_for
 from core.sql import json_rows, recordset
 from usage.models import CostSource, Job, QuestionGenerationUsage, UsageDailyRollup, UsageStatus
+from usage.pricing import tokens_of
 
 
 def month_start(company: Company, now: datetime | None = None) -> date:
@@ -851,30 +853,38 @@ class Charge:
         return self.total / questions if self.total is not None and questions else None
 
 
+DIMENSION_LABELS = {
+    "input": "Uncached input tokens",
+    "cache_read": "Cache reads",
+    "cache_write_5m": "Cache writes (5 minutes)",
+    "cache_write_1h": "Cache writes (1 hour)",
+    "output": "Output tokens",
+    "reasoning": "Reasoning tokens",
+}
+
+
 def charge_lines(usage: QuestionGenerationUsage) -> Charge:
     """What a generation cost, dimension by dimension, at the price period that priced it.
 
-    Uncached input, cached input and output tokens, each at its rate of
-    `usage.price` (exact, as billing.money.price_cost computes it). The one
-    place the billing page breaks a charge down: when prices gain dimensions,
-    this is the function to point at the pricing module's breakdown.
+    The lines are billing.prices.charge_for's (the one computation of a cost,
+    as recording and reprice_usage make it), labelled for a reader; a
+    dimension with no tokens is left out. A reported or unpriced cost has no
+    lines, only its note.
     """
-    price = usage.price if usage.cost_source == CostSource.PRICED else None
-    dimensions = [
-        ("Uncached input tokens", usage.prompt_tokens - usage.cached_prompt_tokens, "input"),
-        ("Cached input tokens", usage.cached_prompt_tokens, "cached_input"),
-        ("Output tokens", usage.completion_tokens, "output"),
+    if usage.cost_source != CostSource.PRICED or usage.price is None:
+        return Charge(usage=usage, lines=[], total=usage.cost, note=_charge_note(usage, None))
+    charge = charge_for(usage.price, tokens_of(usage))
+    lines = [
+        ChargeLine(
+            DIMENSION_LABELS[line.dimension], line.tokens, line.rate_per_million, line.amount
+        )
+        for line in charge.lines
+        if line.tokens
     ]
-    lines = []
-    for label, tokens, name in dimensions:
-        rate = getattr(price, f"{name}_per_million") if price else None
-        cost = tokens * rate / TOKENS_PER_PRICE_UNIT if rate is not None else None
-        lines.append(ChargeLine(label, tokens, rate, cost))
-    total = sum((line.cost for line in lines), Decimal(0)) if price else usage.cost
-    return Charge(usage=usage, lines=lines, total=total, note=_charge_note(usage))
+    return Charge(usage=usage, lines=lines, total=charge.total, note=_charge_note(usage, charge))
 
 
-def _charge_note(usage: QuestionGenerationUsage) -> str:
+def _charge_note(usage: QuestionGenerationUsage, charge: PriceCharge | None) -> str:
     if usage.cost_source == CostSource.UNPRICED:
         return (
             f"No price of {usage.model} covered this generation when it was recorded: it has "
@@ -883,7 +893,15 @@ def _charge_note(usage: QuestionGenerationUsage) -> str:
         )
     if usage.cost_source == CostSource.REPORTED:
         return "The caller reported this cost with the generation; no price table priced it."
-    note = f"Priced at the {usage.model} price in effect when it occurred."
+    note = f"Priced at the {usage.model} price in effect when it occurred"
+    if charge is not None and charge.service_tier != "standard":
+        note += f", {charge.service_tier} tier"
+    note += "."
+    if charge is not None and charge.long_context:
+        note += (
+            f" Its prompt exceeded {charge.long_context_threshold:,} tokens: the long-context"
+            " rates apply to the whole request."
+        )
     if usage.prepaid:
         note += " Imported history paid for outside this system: it carries no debit."
     return note

@@ -133,10 +133,10 @@ def test_external_id_is_unique():
     make_company(external_id=None)  # many companies without one
 
 
-def test_model_prices_keep_six_places(company):
-    price = make_price("precise", input="0.123456")
+def test_model_prices_keep_twelve_places(company):
+    price = make_price("precise", input="0.123456789012")
     price.refresh_from_db()
-    assert price.input_per_million == Decimal("0.123456")
+    assert price.input_per_million == Decimal("0.123456789012")
     assert isinstance(ModelPrice.objects.get(pk=price.pk).input_per_million, Decimal)
 
 

@@ -9,7 +9,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from billing.credits import expire_lot
@@ -164,6 +164,12 @@ def test_a_price_changed_under_priced_usage_is_caught(company, price):
     grant(company, "50")
     make_usage(company)
     assert check_ledger() == []
-    # Edited in place behind the services' back: the charges no longer explain.
+    # The database refuses the edit (model_price_rates_fixed) ...
+    with pytest.raises(IntegrityError), transaction.atomic():
+        _sql("UPDATE billing_modelprice SET output_per_million = 99 WHERE id = %s", [price.pk])
+    # ... so only someone who drops the guard first can edit in place, and then the
+    # charges no longer explain.
+    _sql("SET LOCAL session_replication_role = replica")  # ordinary triggers off
     _sql("UPDATE billing_modelprice SET output_per_million = 99 WHERE id = %s", [price.pk])
+    _sql("SET LOCAL session_replication_role = DEFAULT")
     assert {f.invariant for f in check_ledger()} == {"priced_cost_is_tokens_times_its_price"}

@@ -33,6 +33,7 @@ def company_form(company, **changes) -> dict:
 def price_form(**values) -> dict:
     data = {
         "model": "gpt-new",
+        "service_tier": "standard",
         "input_per_million": "1.000000",
         "cached_input_per_million": "0.500000",
         "output_per_million": "4.000000",
@@ -82,17 +83,24 @@ def test_model_price_create_change_and_delete_are_audited(staff_client):
     assert response.status_code == 302, response.content[:2000]
     price = ModelPrice.objects.get(model="gpt-new")
     assert price.created_by.username == "staff"
-    created = AuditEvent.objects.get(action="model_price.create")
+    # Added through set_model_price: defaults filled in, audited as the service does.
+    created = AuditEvent.objects.get(action="model_price.set")
     assert created.before is None and created.after["output_per_million"] == "4"
-    assert created.object_id == str(price.pk)
+    assert created.after["cache_write_5m_per_million"] == "1"  # the input rate
+    assert created.actor.username == "staff" and created.object_id == str(price.pk)
 
+    # Rates are fixed once written: the change form shows them read-only, and only
+    # the end of a period that priced nothing may move.
+    end = {"effective_to_0": "2026-06-01", "effective_to_1": "00:00:00"}
     response = staff_client.post(
-        f"/admin/billing/modelprice/{price.pk}/change/", price_form(output_per_million="5")
+        f"/admin/billing/modelprice/{price.pk}/change/", price_form(output_per_million="5", **end)
     )
     assert response.status_code == 302
+    price.refresh_from_db()
+    assert price.output_per_million == 4
     changed = AuditEvent.objects.get(action="model_price.change")
-    assert changed.before == {"output_per_million": "4"}
-    assert changed.after == {"output_per_million": "5"}
+    assert changed.before == {"effective_to": None}
+    assert changed.after == {"effective_to": "2026-06-01T00:00:00+00:00"}
 
     response = staff_client.post(f"/admin/billing/modelprice/{price.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
@@ -108,7 +116,8 @@ def test_audit_trail_is_visible_read_only_in_the_admin(staff_client):
             model=price.model,
             effective_from_0=price.effective_from.date().isoformat(),
             effective_from_1=price.effective_from.time().replace(microsecond=0).isoformat(),
-            output_per_million="11",
+            effective_to_0="2031-01-01",
+            effective_to_1="00:00:00",
         ),
     )
     event = AuditEvent.objects.get(action="model_price.change")
@@ -117,7 +126,7 @@ def test_audit_trail_is_visible_read_only_in_the_admin(staff_client):
     detail = staff_client.get(f"/admin/billing/auditevent/{event.pk}/change/")
     assert (
         detail.status_code == 200
-        and b"&quot;output_per_million&quot;: &quot;11&quot;" in detail.content
+        and b"&quot;effective_to&quot;: &quot;2031-01-01T00:00:00+00:00&quot;" in detail.content
     )
     assert staff_client.get("/admin/billing/auditevent/add/").status_code == 403
 
@@ -131,4 +140,7 @@ def test_a_price_that_priced_usage_is_read_only_in_the_admin(staff_client, compa
     page = staff_client.get(f"/admin/billing/modelprice/{used.pk}/change/").content.decode()
     assert 'name="output_per_million"' not in page  # shown, not editable
     page = staff_client.get(f"/admin/billing/modelprice/{unused.pk}/change/").content.decode()
-    assert 'name="output_per_million"' in page
+    # Rates are fixed once written; an unused period's end may still move.
+    assert 'name="output_per_million"' not in page and 'name="effective_to_0"' in page
+    page = staff_client.get(f"/admin/billing/modelprice/{used.pk}/change/").content.decode()
+    assert 'name="effective_to_0"' not in page

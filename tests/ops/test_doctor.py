@@ -113,9 +113,9 @@ def test_column_type_difference_is_found():
     run_sql(f"ALTER TABLE {USAGE} ALTER COLUMN cost TYPE numeric(10, 4)")
     finding = only_finding()
     assert (finding.code, finding.name) == ("column_type", "cost")
-    assert "numeric(10,4)" in finding.problem and "numeric(28,12)" in finding.problem
+    assert "numeric(10,4)" in finding.problem and "the model says numeric." in finding.problem
     assert finding.sql == [
-        f'ALTER TABLE "{USAGE}" ALTER COLUMN "cost" TYPE numeric(28,12) USING "cost"::numeric(28,12);'
+        f'ALTER TABLE "{USAGE}" ALTER COLUMN "cost" TYPE numeric USING "cost"::numeric;'
     ]
     assert_fix_repairs(finding)
 
@@ -224,7 +224,28 @@ def test_dropped_price_exclusion_constraint_is_found():
     run_sql("ALTER TABLE billing_modelprice DROP CONSTRAINT model_price_no_overlap")
     finding = only_finding()
     assert (finding.code, finding.name) == ("missing_guard", "model_price_no_overlap")
-    assert "EXCLUDE USING gist" in finding.sql[0]
+    assert any("EXCLUDE USING gist" in s and "service_tier WITH =" in s for s in finding.sql)
+    assert_fix_repairs(finding)
+
+
+def test_a_price_exclusion_constraint_without_the_service_tier_is_found():
+    # The shape before service tiers: a batch price would overlap the standard one.
+    run_sql("ALTER TABLE billing_modelprice DROP CONSTRAINT model_price_no_overlap")
+    run_sql(
+        "ALTER TABLE billing_modelprice ADD CONSTRAINT model_price_no_overlap EXCLUDE USING gist"
+        " (model WITH =, tstzrange(effective_from, effective_to, '[)') WITH &&)"
+    )
+    finding = only_finding()
+    assert (finding.code, finding.name) == ("missing_guard", "model_price_no_overlap")
+    assert "out of date" in finding.problem
+    assert_fix_repairs(finding)
+
+
+def test_dropped_fixed_rates_trigger_is_found():
+    run_sql("DROP TRIGGER model_price_rates_fixed ON billing_modelprice")
+    finding = only_finding()
+    assert (finding.code, finding.name) == ("missing_guard", "model_price_rates_fixed")
+    assert any("CREATE TRIGGER model_price_rates_fixed" in s for s in finding.sql)
     assert_fix_repairs(finding)
 
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from billing.errors import PriceError, PriceOverlap
 from billing.models import AuditEvent, CreditBalance, LedgerEntry, ModelPrice
-from billing.prices import set_model_price
+from billing.prices import correct_model_price, set_model_price
 from core.dates import parse_instant
 from tests.conftest import give_credit, make_event, make_price, make_usage
 from tests.usage.reconcile_helpers import usage_state
@@ -63,7 +63,7 @@ def test_set_model_price_closes_the_open_period(db):
         "set_model_price", "m", "--input", "2", "--output", "8", "--cached-input", "0.5",
         "--effective-from", "2026-11-01",
     )  # fmt: skip
-    assert "m: input 2.000000" in out
+    assert "m (standard): input 2.00, cached input 0.50, output 8.00" in out
     first.refresh_from_db()
     second = ModelPrice.objects.get(model="m", effective_to=None)
     assert first.effective_to == second.effective_from == datetime(2026, 11, 1, tzinfo=UTC)
@@ -93,9 +93,12 @@ def test_the_database_refuses_overlapping_periods_too(db):
 
 
 def test_prices_are_never_rounded(db):
-    with pytest.raises(PriceError, match="6 decimal places"):
+    with pytest.raises(PriceError, match="12 decimal places"):
         set_model_price(
-            model="m", input_per_million="0.0000001", output_per_million="1", effective_from=DAY
+            model="m",
+            input_per_million="0.0000000000001",
+            output_per_million="1",
+            effective_from=DAY,
         )
     with pytest.raises(PriceError):
         set_model_price(
@@ -171,15 +174,15 @@ def test_reprice_priced_usage_posts_exactly_the_difference(company):
     ]
     # 1000 x 3 + 500 x 30 = 18000 per million
     assert {r.cost for r in rows} == {Decimal("0.018")}
-    # A correction: the operator fixes the period's output price in place (a typo).
-    ModelPrice.objects.filter(pk=wrong.pk).update(output_per_million=Decimal("3"))
+    # A correction of the period's output price (a typo): a new row over the same dates.
+    fixed = correct_model_price(price=wrong, input_per_million="3", output_per_million="3")
     assert reprice_usage(apply=True).as_json()["rows"] == 0  # priced rows need the flag
     out = command("reprice_usage", "--reprice-priced", "--apply", "--model", "y",
                   "--since", DAY.date().isoformat())  # fmt: skip
     assert "3 rows (0 newly priced, 3 re-priced), old total 0.054, new total 0.0135" in out
     for row in rows:
         row.refresh_from_db()
-        assert row.cost == Decimal("0.0045") and row.price_id == wrong.pk
+        assert row.cost == Decimal("0.0045") and row.price_id == fixed.pk
         assert ledger_of(row) == -row.cost
         correction = LedgerEntry.objects.get(usage_id=row.pk, kind="usage_correction")
         assert correction.amount == Decimal("0.0135")
@@ -197,7 +200,7 @@ def test_a_second_correction_gets_its_own_key(company):
     price = make_price("z", input="1", output="1", effective_from=DAY)
     usage = make_usage(company, model="z", occurred_at=DAY + timedelta(days=1)).usage
     for output in ("2", "1"):
-        ModelPrice.objects.filter(pk=price.pk).update(output_per_million=Decimal(output))
+        price = correct_model_price(price=price, input_per_million="1", output_per_million=output)
         reprice_usage(reprice_priced=True, apply=True)
     keys = set(
         LedgerEntry.objects.filter(usage_id=usage.pk, kind="usage_correction").values_list(
