@@ -1,12 +1,16 @@
 """Schemathesis hooks for the API contract run (.ci/api_contract).
 
 The OpenAPI schema states every rule JSON Schema can (types, lengths, ranges,
-patterns, required properties). Two rules it cannot: cached_prompt_tokens <=
-prompt_tokens (a relation between fields) and occurred_at between 1970 and a
-few minutes after the server's clock (a bound that moves). Generated
-*positive* cases are brought within them here, so that "a request the schema
-admits is accepted" is checked for everything else; negative cases are left
-as generated. tests/api cover the refusals of both rules.
+patterns, required properties). Three it cannot: the token breakdown's
+relations between fields (cache reads and writes within prompt_tokens,
+reasoning within completion_tokens), occurred_at between 1970 and a few
+minutes after the server's clock (a bound that moves), and the shape of a
+provider's own usage object, which depends on `provider` (usage.providers
+reads each shape strictly; the schema names the field, not the four shapes).
+Generated *positive* cases are brought within them here (the provider object
+replaced by the flat fields), so that "a request the schema admits is
+accepted" is checked for everything else; negative cases are left as
+generated. tests/api cover the refusals of all three.
 """
 
 from __future__ import annotations
@@ -18,10 +22,30 @@ import schemathesis
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _count(event: dict, name: str) -> int:
+    value = event.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _within_token_rules(event: dict) -> None:
+    if "provider" in event or "usage" in event:
+        event.pop("provider", None)
+        event.pop("usage", None)
+    event.setdefault("prompt_tokens", 0)
+    event.setdefault("completion_tokens", 0)
+    room = _count(event, "prompt_tokens")
+    for name in ("cached_prompt_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens"):
+        if name in event and isinstance(event[name], int):
+            event[name] = min(_count(event, name), room)
+            room -= event[name]
+    if isinstance(event.get("reasoning_tokens"), int):
+        event["reasoning_tokens"] = min(
+            event["reasoning_tokens"], _count(event, "completion_tokens")
+        )
+
+
 def _within_rules(event: dict) -> None:
-    prompt, cached = event.get("prompt_tokens"), event.get("cached_prompt_tokens")
-    if isinstance(prompt, int) and isinstance(cached, int) and cached > prompt:
-        event["cached_prompt_tokens"] = prompt
+    _within_token_rules(event)
     moment = event.get("occurred_at")
     if isinstance(moment, str):
         try:

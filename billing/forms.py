@@ -11,7 +11,7 @@ from django import forms
 from django.db import transaction
 from django.utils import timezone
 
-from billing.models import LONG_RATE_FIELDS, RATE_FIELDS, Company, ModelPrice
+from billing.models import LONG_RATE_FIELDS, RATE_FIELDS, Company, ModelPrice, ServiceTier
 from billing.money import (
     AMOUNT_DECIMAL_PLACES,
     AMOUNT_MAX_DIGITS,
@@ -135,6 +135,22 @@ class ModelPriceForm(forms.ModelForm):
             *LONG_RATE_FIELDS,
         ]
         field_classes = dict.fromkeys([*RATE_FIELDS, *LONG_RATE_FIELDS], AsciiDecimalField)
+        labels = {
+            "effective_from": "In effect from (UTC)",
+            "input_per_million": "Uncached input, USD per 1M tokens",
+            "cached_input_per_million": "Cached input (cache reads), USD per 1M tokens",
+            "cache_write_5m_per_million": "Cache writes (5 minutes), USD per 1M tokens",
+            "cache_write_1h_per_million": "Cache writes (1 hour), USD per 1M tokens",
+            "output_per_million": "Output, USD per 1M tokens",
+            "reasoning_per_million": "Reasoning, USD per 1M tokens",
+        }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # set_model_price fills these in when left empty (docs/ledger.md, "Prices").
+        for name in ("service_tier", "cached_input_per_million"):
+            if name in self.fields:
+                self.fields[name].required = False
 
     def clean(self) -> dict:
         data = super().clean()
@@ -144,8 +160,11 @@ class ModelPriceForm(forms.ModelForm):
                     self.set_price(actor=None)
                     transaction.set_rollback(True)
             except ServiceError as exc:
+                # One field at fault: the service's own sentence says most (which
+                # period it overlaps); several: each field's reason.
                 for name, reason in exc.fields.items():
-                    self.add_error(name if name in self.fields else None, reason)
+                    text = exc.message if len(exc.fields) == 1 else reason
+                    self.add_error(name if name in self.fields else None, text)
                 if not exc.fields:
                     self.add_error(None, exc.message)
         return data
@@ -160,7 +179,7 @@ class ModelPriceForm(forms.ModelForm):
             )
         return set_model_price(
             model=data["model"],
-            service_tier=data["service_tier"],
+            service_tier=data.get("service_tier") or ServiceTier.STANDARD,
             effective_from=data["effective_from"],
             long_context=long_context,
             actor=actor,

@@ -279,7 +279,7 @@ def _entry_body(entry) -> dict[str, Any]:
     }
 
 
-@router.get("/usage/{usage_id}", response=UsageDetailOut)
+@router.get("/usage/{usage_id}", response=responses({200: UsageDetailOut}, READ_ERRORS))
 def usage_detail_view(request: HttpRequest, usage_id: str):
     """One recorded generation, its charge line by line, and the ledger entries that
     debited it. A company key sees only its own company's rows."""

@@ -863,13 +863,16 @@ DIMENSION_LABELS = {
 }
 
 
+ALWAYS_SHOWN = ("input", "cache_read", "output")
+
+
 def charge_lines(usage: QuestionGenerationUsage) -> Charge:
     """What a generation cost, dimension by dimension, at the price period that priced it.
 
     The lines are billing.prices.charge_for's (the one computation of a cost,
-    as recording and reprice_usage make it), labelled for a reader; a
-    dimension with no tokens is left out. A reported or unpriced cost has no
-    lines, only its note.
+    as recording and reprice_usage make it), labelled for a reader; a cache
+    write or reasoning dimension with no tokens is left out. A reported or
+    unpriced cost has no lines, only its note.
     """
     if usage.cost_source != CostSource.PRICED or usage.price is None:
         return Charge(usage=usage, lines=[], total=usage.cost, note=_charge_note(usage, None))
@@ -879,7 +882,7 @@ def charge_lines(usage: QuestionGenerationUsage) -> Charge:
             DIMENSION_LABELS[line.dimension], line.tokens, line.rate_per_million, line.amount
         )
         for line in charge.lines
-        if line.tokens
+        if line.tokens or line.dimension in ALWAYS_SHOWN
     ]
     return Charge(usage=usage, lines=lines, total=charge.total, note=_charge_note(usage, charge))
 

@@ -60,7 +60,13 @@ def test_the_services_rules_are_in_the_schema(schema):
     company = schema["components"]["schemas"]["CompanyIn"]["properties"]
     assert company["external_id"]["pattern"] and "Europe/Berlin" in company["timezone"]["enum"]
     usage_in = schema["components"]["schemas"]["UsageIn"]
-    assert [alt["required"] for alt in usage_in["anyOf"]] == [["job_id"], ["draft_job_id"]]
+    job, tokens = usage_in["allOf"]
+    assert [alt["required"] for alt in job["anyOf"]] == [["job_id"], ["draft_job_id"]]
+    assert [alt["required"] for alt in tokens["anyOf"]] == [
+        ["prompt_tokens", "completion_tokens"],
+        ["provider", "usage"],
+    ]
+    assert usage["provider"]["enum"] == ["openai", "anthropic", "gemini"]
 
 
 def test_a_new_company_links_to_its_balance(schema):

@@ -145,7 +145,7 @@ def test_the_schema_doctor_finds_a_dropped_reference_trigger_and_its_fix_restore
     with connection.cursor() as cursor:
         cursor.execute("DROP TRIGGER company_reference_unambiguous ON billing_company")
     (finding,) = [f for f in diagnose() if f.name == "company_reference_unambiguous"]
-    assert finding.code == "missing_guard" and "0008" in finding.fix
+    assert finding.code == "missing_guard" and "company_references_unambiguous" in finding.fix
     with connection.cursor() as cursor:
         for sql in finding.sql:
             cursor.execute(sql)
