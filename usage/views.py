@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
@@ -168,8 +168,11 @@ def _usage_csv(company: Company, filters: selectors.UsageFilters) -> StreamingHt
 
 def _on_replica(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """The CSV is produced while the response streams, after the view returned:
-    its reads opt in to the replica there."""
-    with use_replica():
+    its reads opt in to the replica there, in one read transaction. The
+    transaction is what lets the server-side cursor of `.iterator()` stream a
+    million rows with flat memory through PgBouncer's transaction pooling: a
+    cursor lives in its transaction, which keeps one server connection."""
+    with use_replica(), transaction.atomic(using=router.db_for_read(QuestionGenerationUsage)):
         yield from chunks
 
 
