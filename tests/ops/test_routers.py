@@ -9,14 +9,20 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.test.utils import CaptureQueriesContext
 
 from billing.models import Company
+from config import routers
 from config.routers import REPLICA_ALIAS, ReplicaRouter, use_replica
 from tests.conftest import make_company
 
 
 @pytest.fixture
-def replica_alias():
-    """tests/ops/conftest.py adds the mirrored `replica` alias for this package."""
+def replica_alias(monkeypatch):
+    """tests/ops/conftest.py adds the mirrored `replica` alias for this package.
+
+    These tests are about where queries go; the replica counts as fresh here
+    (freshness is measured on a real standby in test_streaming_replica.py).
+    """
     assert REPLICA_ALIAS in connections.settings
+    monkeypatch.setattr(routers.health, "fresh", lambda: True)
     yield REPLICA_ALIAS
     connections[REPLICA_ALIAS].close()  # or the test database cannot be dropped
 
