@@ -114,6 +114,11 @@ class use_replica(ContextDecorator):  # noqa: N801 - used like a function
     """Within this block (or decorated function), reads go to the replica if it is
     configured and fresh. A nested block keeps the outer block's decision."""
 
+    def _recreate_cm(self) -> use_replica:
+        # A decorated view runs on many threads at once: each call gets its own
+        # instance, so one thread never resets another thread's token.
+        return type(self)()
+
     def __enter__(self) -> use_replica:
         decided = _reads_on_replica.get()
         if decided is None:

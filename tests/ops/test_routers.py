@@ -102,3 +102,27 @@ def test_the_billing_pages_read_their_reports_on_the_replica(replica_alias, staf
     assert "billing_company" in tables  # the staff overview
     writes = ("INSERT", "UPDATE", "DELETE")
     assert not [q for q in on_replica if q["sql"].lstrip().upper().startswith(writes)]
+
+
+def test_a_decorated_function_on_many_threads_at_once_keeps_each_threads_block(replica_alias):
+    start, seen, errors = threading.Barrier(8), [], []
+
+    @use_replica()
+    def report():
+        start.wait(10)  # every thread inside the block at once
+        return Company.objects.all().db
+
+    def run() -> None:
+        try:
+            seen.append(report())
+            seen.append(Company.objects.all().db)  # after the block
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(seen) == sorted([REPLICA_ALIAS, DEFAULT_DB_ALIAS] * 8)
