@@ -171,9 +171,13 @@ def _on_replica(chunks: Iterator[bytes]) -> Iterator[bytes]:
     its reads opt in to the replica there, in one read transaction. The
     transaction is what lets the server-side cursor of `.iterator()` stream a
     million rows with flat memory through PgBouncer's transaction pooling: a
-    cursor lives in its transaction, which keeps one server connection."""
-    with use_replica(), transaction.atomic(using=router.db_for_read(QuestionGenerationUsage)):
-        yield from chunks
+    cursor lives in its transaction, which keeps one server connection. (Inside a
+    caller's transaction it joins that one: it only reads, there is nothing to
+    roll back alone.)"""
+    with use_replica():
+        alias = router.db_for_read(QuestionGenerationUsage)
+        with transaction.atomic(using=alias, savepoint=False):
+            yield from chunks
 
 
 def _copy_chunks(sql: str, params: dict) -> Iterator[bytes]:
