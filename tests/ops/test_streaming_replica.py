@@ -116,6 +116,10 @@ def test_pages_fall_back_to_the_primary_while_replay_lag_exceeds_the_limit_logge
         (fallback,) = fallback_records(caplog)
         assert "falling back to the primary" in fallback and "replay lag" in fallback
     streaming_replica.wait_until_caught_up()
+    # On a busy machine a replaying standby can trail by a second or more even
+    # when caught up a moment ago: the return is checked against a limit it
+    # meets, not against the 1 s that paused replay was sure to exceed.
+    settings.REPLICA_MAX_LAG_SECONDS = 60
     with CaptureQueriesContext(connections[REPLICA_ALIAS]) as on_replica:
         assert usage_tab_generations(staff_client, world) == 3
         assert usage_tab_generations(staff_client, world) == 3
