@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import datetime
@@ -47,6 +48,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--database-url", default=None, help="Overrides DATABASE_URL (default: qg_bench)."
+    )
+    parser.add_argument(
+        "--pooler-url",
+        default=None,
+        help="A PgBouncer (transaction pooling) in front of the same database: the API "
+        "scenarios (5, 6) run a second time with gunicorn connecting through it, reported "
+        "beside the direct run.",
+    )
+    parser.add_argument(
+        "--replica-url",
+        default=None,
+        help="A streaming replica of the same database: the page scenarios (1, 2, 7) run a "
+        "second time reading from it, reported beside the run on the primary.",
     )
     parser.add_argument("--note", default="", help="A line kept with this run in its report.")
     return parser.parse_args(argv)
@@ -113,6 +127,10 @@ def prepare_dataset(size: str, reuse: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A replica only when asked for, so that a plain run measures the primary alone.
+    os.environ.pop("REPLICA_DATABASE_URL", None)
+    if args.replica_url:
+        os.environ["REPLICA_DATABASE_URL"] = args.replica_url
     configure(args.database_url)
     started = time.perf_counter()
     found = prepare_dataset(args.size, args.reuse)

@@ -7,13 +7,16 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.urls import Resolver404, resolve
+
+from config.routers import REPLICA_ALIAS
 
 ROOT = Path(__file__).resolve().parent.parent
 STAFF_USERNAME = "bench-staff"
@@ -24,6 +27,41 @@ class Context:
     marker: dict
     repeat: int  # 0: each scenario's own default
     log: Callable[[str], None]
+    # --pooler-url: the API scenarios' second run connects gunicorn through it.
+    pooler_url: str = ""
+    # The database gunicorn connects to for the run in progress (None: DATABASE_URL).
+    api_database_url: str | None = None
+    # Where the page scenarios read for the run in progress: the primary, or (second
+    # run, with --replica-url) the replica; the replica alias is hidden otherwise.
+    reads: str = DEFAULT_DB_ALIAS
+    _replica: dict | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._replica = connections.settings.pop(REPLICA_ALIAS, None)
+
+    @property
+    def has_replica(self) -> bool:
+        return self._replica is not None
+
+    @contextmanager
+    def through_pooler(self) -> Iterator[None]:
+        self.api_database_url = self.pooler_url
+        try:
+            yield
+        finally:
+            self.api_database_url = None
+
+    @contextmanager
+    def on_replica(self) -> Iterator[None]:
+        """Pages (in this process and in children) read the replica, while it is fresh."""
+        connections.settings[REPLICA_ALIAS] = self._replica
+        self.reads = REPLICA_ALIAS
+        try:
+            yield
+        finally:
+            connections[REPLICA_ALIAS].close()
+            del connections.settings[REPLICA_ALIAS]
+            self.reads = DEFAULT_DB_ALIAS
 
     @property
     def rows(self) -> int:
@@ -69,6 +107,8 @@ class Context:
         """Run bench.child in a fresh process; its JSON report (with `error` on failure)."""
         path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
         env = {**os.environ, "PYTHONPATH": path}
+        if self.reads != REPLICA_ALIAS:
+            env.pop("REPLICA_DATABASE_URL", None)
         proc = subprocess.run(
             [sys.executable, "-m", "bench.child", *args],
             cwd=ROOT,
@@ -83,10 +123,10 @@ class Context:
         return {"error": f"child exited {proc.returncode}: {proc.stderr[-2000:]}"}
 
 
-def sql_ms(sql: str, params=None) -> float:
-    """Milliseconds to run `sql` and fetch every row."""
+def sql_ms(sql: str, params=None, *, using: str = DEFAULT_DB_ALIAS) -> float:
+    """Milliseconds to run `sql` and fetch every row (on the database `using`)."""
     t0 = time.perf_counter()
-    with connection.cursor() as cursor:
+    with connections[using].cursor() as cursor:
         cursor.execute(sql, params)
         if cursor.description is not None:
             cursor.fetchall()

@@ -32,6 +32,13 @@ SCENARIOS: list[tuple[str, str, Callable]] = [
 ]
 
 
+# Measured a second time past one machine, each right after its first run so the
+# report shows them side by side: the API through PgBouncer (--pooler-url), the
+# pages reading the streaming replica (--replica-url).
+THROUGH_POOLER = {"api_single", "api_batch"}
+ON_REPLICA = {"usage_tab", "overview", "csv_export"}
+
+
 def selected(spec: str) -> list[tuple[str, str, Callable]]:
     if not spec:
         return SCENARIOS
@@ -56,11 +63,40 @@ def run_one(ctx: Context, number: str, name: str, fn: Callable) -> list[Result]:
     return results
 
 
+def run_variants(ctx: Context, number: str, name: str, fn: Callable) -> list[Result]:
+    """The scenario again through PgBouncer or on the replica, when asked for."""
+    if ctx.pooler_url and name in THROUGH_POOLER:
+        with ctx.through_pooler():
+            return _relabel(run_one(ctx, number, name, fn), "pooled", "through PgBouncer")
+    if ctx.has_replica and name in ON_REPLICA:
+        from config.routers import measure_replica
+
+        with ctx.on_replica():
+            verdict = measure_replica()
+            results = _relabel(run_one(ctx, number, name, fn), "replica", "on the replica")
+        for r in results:
+            r.notes.insert(0, f"replica before the run: {verdict.reason}")
+        return results
+    return []
+
+
+def _relabel(results: list[Result], suffix: str, label: str) -> list[Result]:
+    for r in results:
+        r.name, r.title = f"{r.name}_{suffix}", f"{r.title}, {label}"
+    return results
+
+
 def run_all(args, marker: dict, *, log) -> bool:
-    ctx = Context(marker=marker, repeat=args.repeat, log=log)
+    ctx = Context(marker=marker, repeat=args.repeat, log=log, pooler_url=args.pooler_url or "")
     results: list[Result] = []
     for number, name, fn in selected(args.scenarios):
-        results.extend(run_one(ctx, number, name, fn))
+        first = run_one(ctx, number, name, fn)
+        if ctx.has_replica and name in ON_REPLICA:
+            _relabel(first, "primary", "on the primary")
+        if ctx.pooler_url and name in THROUGH_POOLER:
+            _relabel(first, "direct", "direct")
+        results.extend(first)
+        results.extend(run_variants(ctx, number, name, fn))
     facts = report.machine()
     section = report.run_section(results, marker, facts, size=args.size, note=args.note)
     print()

@@ -100,12 +100,19 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 # A read replica for the billing page's reports (config/routers.py): reads inside
-# `use_replica()` go there; writes and migrations never do. Tests mirror it.
+# `use_replica()` go there while it is fresh; writes and migrations never do.
+# Tests mirror it; the streaming-replica tests point it at the real standby.
 REPLICA_DATABASE_URL = env.str("REPLICA_DATABASE_URL", default="")
+# Past this replay lag (seconds), or when the replica does not answer, report
+# pages read the primary; the replica is asked at most every REPLICA_CHECK_SECONDS.
+REPLICA_MAX_LAG_SECONDS = env.float("REPLICA_MAX_LAG_SECONDS", default=5.0)
+REPLICA_CHECK_SECONDS = env.float("REPLICA_CHECK_SECONDS", default=1.0)
 if REPLICA_DATABASE_URL:
     DATABASES["replica"] = env.db_url_config(REPLICA_DATABASE_URL)
     DATABASES["replica"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
     DATABASES["replica"]["CONN_HEALTH_CHECKS"] = True
+    # A replica that is down must cost a page a moment, not the OS's connect timeout.
+    DATABASES["replica"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
     DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
 DATABASE_ROUTERS = ["config.routers.ReplicaRouter"]
 

@@ -1,29 +1,22 @@
-"""PostgreSQL advisory locks: one run of a cron command at a time, across hosts."""
+"""Transaction-level PostgreSQL advisory locks: mutual exclusion that survives any pooler."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from django.db import connection
 
 
-@contextmanager
-def advisory_lock(name: str) -> Iterator[bool]:
-    """Try a session-level advisory lock named `name`; yield whether we got it.
+def advisory_xact_lock(name: str) -> bool:
+    """Try the transaction-level advisory lock `name`; return whether this transaction got it.
 
-    For cron commands that must not run twice at once (several hosts, one
-    database): the run that does not get it skips instead of waiting. The lock
-    is held across the command's many short transactions and released at the
-    end. It only saves duplicate work: each command's correctness comes from
-    its row locks and idempotency keys.
+    For work that is one transaction (`reprice_usage --apply`): the lock is held
+    until that transaction commits or rolls back, or its connection drops, and
+    never longer. Under PgBouncer's transaction pooling the transaction is the
+    only span a server session is ours, which is why a session-level lock does
+    not fit. Work spread over many transactions takes a lease instead
+    (ops.leases).
     """
+    if not connection.in_atomic_block:
+        raise RuntimeError("advisory_xact_lock() must be called inside transaction.atomic()")
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [name])
-        acquired = bool(cursor.fetchone()[0])
-    try:
-        yield acquired
-    finally:
-        if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", [name])
+        cursor.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", [name])
+        return bool(cursor.fetchone()[0])

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.db.models.signals import post_migrate
 from django.utils import timezone
 
@@ -124,14 +124,62 @@ def _flushable_ledger(request):
 
 @pytest.fixture(autouse=True)
 def _no_replica_unless_asked(request, monkeypatch):
-    """tests/ops registers a mirrored `replica` alias for the whole session; only the
-    tests that ask for it (the `replica_alias` fixture) see a replica configured."""
-    from django.db import connections
-
+    """tests/ops registers a mirrored `replica` alias for the whole session (and
+    REPLICA_DATABASE_URL configures one); only the tests that ask for it (the
+    `replica_alias` or `streaming_replica` fixture) see a replica configured."""
     from config.routers import REPLICA_ALIAS
 
-    if "replica_alias" not in request.fixturenames and REPLICA_ALIAS in connections.settings:
+    asked = {"replica_alias", "streaming_replica"} & set(request.fixturenames)
+    if not asked and REPLICA_ALIAS in connections.settings:
         monkeypatch.delitem(connections.settings, REPLICA_ALIAS)
+
+
+@pytest.fixture
+def streaming_replica(transactional_db, settings, monkeypatch):
+    """The real hot standby of REPLICA_DATABASE_URL, serving this test database.
+
+    Replay is resumed after the test whatever happened. The freshness verdict
+    starts anew, is re-checked on every request (REPLICA_CHECK_SECONDS=0) and
+    tolerates a paused replay for the test's duration unless a test lowers
+    REPLICA_MAX_LAG_SECONDS.
+    """
+    from config import routers
+    from tests.replica import replica_alias_on_standby
+
+    if not settings.REPLICA_DATABASE_URL:
+        pytest.skip("needs REPLICA_DATABASE_URL: a streaming replica of this server (bin/replica)")
+    settings.REPLICA_CHECK_SECONDS = 0
+    settings.REPLICA_MAX_LAG_SECONDS = 600
+    monkeypatch.setattr(routers, "health", routers.ReplicaHealth())
+    with replica_alias_on_standby() as replica:
+        yield replica
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings, django_db_blocker):
+    """Before pytest-django drops a test database left by an interrupted run, end the
+    sessions a pooler may still hold on it (see django_db_setup below)."""
+    from tests.pg import end_sessions_on
+
+    name = connection.creation._get_test_db_name()
+    with django_db_blocker.unblock():
+        end_sessions_on({**connection.settings_dict, "NAME": name})
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """End every other session on the test database before pytest-django drops it.
+
+    Through PgBouncer the pooler keeps idle server connections to the test
+    database after the last test closed its own, and DROP DATABASE refuses a
+    database that has sessions.
+    """
+    yield
+    from tests.pg import end_sessions_on
+
+    with django_db_blocker.unblock():
+        connections.close_all()
+        end_sessions_on(connection.settings_dict)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
@@ -305,9 +305,16 @@ def _usage_csv(company: Company, filters: selectors.UsageFilters) -> StreamingHt
 
 def _on_replica(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """The CSV is produced while the response streams, after the view returned:
-    its reads opt in to the replica there."""
+    its reads opt in to the replica there, in one read transaction. The
+    transaction is what lets the server-side cursor of `.iterator()` stream a
+    million rows with flat memory through PgBouncer's transaction pooling: a
+    cursor lives in its transaction, which keeps one server connection. (Inside a
+    caller's transaction it joins that one: it only reads, there is nothing to
+    roll back alone.)"""
     with use_replica():
-        yield from chunks
+        alias = router.db_for_read(QuestionGenerationUsage)
+        with transaction.atomic(using=alias, savepoint=False):
+            yield from chunks
 
 
 def _copy_chunks(sql: str, params: dict) -> Iterator[bytes]:

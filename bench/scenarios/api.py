@@ -70,6 +70,8 @@ def gunicorn(ctx: Context):
         # Counted as in production (one cache increment a request), never reached.
         "API_RATE_LIMIT_PER_MINUTE": "100000000",
     }
+    if ctx.api_database_url:  # the run through PgBouncer
+        env["DATABASE_URL"] = ctx.api_database_url
     binary = Path(sys.executable).with_name("gunicorn")
     args = [str(binary), "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(WORKERS)]
     args += ["-k", "gthread", "--threads", str(THREADS), "--keep-alive", "30", "--log-level", "warning"]  # fmt: skip

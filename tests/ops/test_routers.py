@@ -9,14 +9,20 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.test.utils import CaptureQueriesContext
 
 from billing.models import Company
+from config import routers
 from config.routers import REPLICA_ALIAS, ReplicaRouter, use_replica
 from tests.conftest import make_company
 
 
 @pytest.fixture
-def replica_alias():
-    """tests/ops/conftest.py adds the mirrored `replica` alias for this package."""
+def replica_alias(monkeypatch):
+    """tests/ops/conftest.py adds the mirrored `replica` alias for this package.
+
+    These tests are about where queries go; the replica counts as fresh here
+    (freshness is measured on a real standby in test_streaming_replica.py).
+    """
     assert REPLICA_ALIAS in connections.settings
+    monkeypatch.setattr(routers.health, "fresh", lambda: True)
     yield REPLICA_ALIAS
     connections[REPLICA_ALIAS].close()  # or the test database cannot be dropped
 
@@ -96,3 +102,27 @@ def test_the_billing_pages_read_their_reports_on_the_replica(replica_alias, staf
     assert "billing_company" in tables  # the staff overview
     writes = ("INSERT", "UPDATE", "DELETE")
     assert not [q for q in on_replica if q["sql"].lstrip().upper().startswith(writes)]
+
+
+def test_a_decorated_function_on_many_threads_at_once_keeps_each_threads_block(replica_alias):
+    start, seen, errors = threading.Barrier(8), [], []
+
+    @use_replica()
+    def report():
+        start.wait(10)  # every thread inside the block at once
+        return Company.objects.all().db
+
+    def run() -> None:
+        try:
+            seen.append(report())
+            seen.append(Company.objects.all().db)  # after the block
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(seen) == sorted([REPLICA_ALIAS, DEFAULT_DB_ALIAS] * 8)

@@ -228,19 +228,20 @@ def test_repricing_drafts_keeps_their_rollup_bucket(company):
     assert_rollup_matches_raw()
 
 
-def test_reprice_skips_when_another_run_holds_the_lock(company):
+def test_reprice_skips_while_another_run_holds_its_transaction_lock(company):
     import threading
 
     from django.db import connections
 
-    from core.locks import advisory_lock
+    from core.locks import advisory_xact_lock
     from usage.pricing import LOCK_NAME
 
     held, release = threading.Event(), threading.Event()
 
-    def other() -> None:
+    def other() -> None:  # another host's run, inside its one transaction
         try:
-            with advisory_lock(LOCK_NAME):
+            with transaction.atomic():
+                assert advisory_xact_lock(LOCK_NAME)
                 held.set()
                 release.wait(10)
         finally:
@@ -251,9 +252,18 @@ def test_reprice_skips_when_another_run_holds_the_lock(company):
     held.wait(10)
     try:
         assert json.loads(command("reprice_usage", "--json"))["skipped"] is True
+        assert "skipped, another run holds the lock" in command("reprice_usage")
     finally:
         release.set()
         thread.join()
+    assert json.loads(command("reprice_usage", "--json"))["skipped"] is False  # released at commit
+
+
+def test_the_transaction_lock_refuses_to_be_taken_outside_a_transaction(transactional_db):
+    from core.locks import advisory_xact_lock
+
+    with pytest.raises(RuntimeError, match="inside transaction.atomic"):
+        advisory_xact_lock("anything")
 
 
 def test_repricing_prepaid_history_moves_no_money(company):

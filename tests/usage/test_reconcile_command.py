@@ -1,4 +1,4 @@
-"""`manage.py reconcile_drafts`: output, locking, errors, and races with the save path."""
+"""`manage.py reconcile_drafts`: output, its lease, errors, and races with the save path."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.utils import timezone
 
-from core.locks import advisory_lock
+from ops.leases import command_lease
 from tests.conftest import make_company, make_price, make_usage
 from tests.usage.reconcile_helpers import usage_state
 from tests.usage.rollup_check import assert_rollup_matches_raw
@@ -110,8 +110,8 @@ def test_a_second_concurrent_run_skips_and_exits_0(company, price):
 
     def other_host() -> None:  # its own thread, so its own database connection
         try:
-            with advisory_lock(LOCK_NAME) as acquired:
-                assert acquired
+            with command_lease(LOCK_NAME) as lease:
+                assert lease.acquired
                 holding.set()
                 release.wait(10)
         finally:
@@ -123,7 +123,8 @@ def test_a_second_concurrent_run_skips_and_exits_0(company, price):
     try:
         skipped = json.loads(run("--json"))
         assert skipped["skipped"] is True and skipped["reconciled_rows"] == 0
-        assert "skipped, another run holds the lock" in run()
+        assert f"pid {os.getpid()}, until " in skipped["held_by"]
+        assert "skipped, another run holds the lease" in run()
         assert QuestionGenerationUsage.objects.get().status == "draft"
     finally:
         release.set()

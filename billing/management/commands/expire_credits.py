@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from billing.credits import due_lots, expire_lot
 from billing.money import plain
-from core.locks import advisory_lock
 from ops.commands import LoggedCommand
+from ops.leases import Lease, command_lease
 
 LOCK_NAME = "billing.expire_credits"
 
@@ -21,7 +21,8 @@ class Command(LoggedCommand):
     help = (
         "Write off what is left of credit whose expiry has passed: one expiry entry per credit "
         "lot (idempotency key expiry:<lot>). Idempotent and safe when cron runs it on several "
-        "hosts at once (advisory lock plus per-company row locks)."
+        "hosts at once, directly or through PgBouncer (a lease row plus per-lot idempotency "
+        "keys and row locks): a second concurrent run skips and exits 0."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -32,11 +33,11 @@ class Command(LoggedCommand):
 
     def handle(self, *args, **options) -> None:
         now = timezone.now()
-        with advisory_lock(LOCK_NAME) as got:
-            if not got:
-                summary = {"skipped": "another expire_credits run holds the lock"}
+        with command_lease(LOCK_NAME) as lease:
+            if not lease.acquired:
+                summary = {"skipped": f"another expire_credits run holds the lease ({lease.describe()})"}  # fmt: skip
             else:
-                summary = self._run(now, dry_run=options["dry_run"])
+                summary = self._run(now, lease, dry_run=options["dry_run"])
         self.summary = summary
         if options["json"]:
             self.stdout.write(json.dumps(summary, indent=2))
@@ -51,10 +52,11 @@ class Command(LoggedCommand):
                 )
             )
 
-    def _run(self, now, *, dry_run: bool) -> dict:
+    def _run(self, now, lease: Lease, *, dry_run: bool) -> dict:
         per_company: dict[str, Decimal] = defaultdict(Decimal)
         lots = 0
         for lot_id, company_id, remaining in _due_in_batches(now):
+            lease.keep_alive()
             if dry_run:
                 amount = remaining
             else:

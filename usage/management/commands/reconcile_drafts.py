@@ -11,8 +11,8 @@ from django.db import DatabaseError
 from billing.companies import resolve_company
 from billing.money import plain
 from core.errors import ServiceError
-from core.locks import advisory_lock
 from ops.commands import LoggedCommand
+from ops.leases import Lease, command_lease
 from usage.reconcile import DEFAULT_BATCH_SIZE, LOCK_NAME, ReconcileReport, reconcile_drafts
 
 
@@ -21,7 +21,7 @@ class Command(LoggedCommand):
         "Link every pending draft usage row whose draft id now belongs to a saved job of the "
         "same company, and mark drafts idle for --abandon-after-days as abandoned (still "
         "billed, still linkable). Set-based, in short keyset batches; a second concurrent "
-        "run skips and exits 0."
+        "run (another host, or through PgBouncer) skips and exits 0."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -57,7 +57,7 @@ class Command(LoggedCommand):
         if options["abandon_after_days"] is not None and options["abandon_after_days"] < 0:
             raise CommandError("--abandon-after-days must not be negative.")
         try:
-            report = self._run(options)
+            report, held_by = self._run(options)
         except ServiceError as exc:
             raise CommandError(exc.message) from exc
         except ValueError as exc:
@@ -66,22 +66,29 @@ class Command(LoggedCommand):
             raise CommandError(f"reconcile_drafts failed, database error: {exc}".strip()) from exc
         except Exception as exc:  # cron reads one clear line; batches done so far stay done
             raise CommandError(f"reconcile_drafts failed: {type(exc).__name__}: {exc}") from exc
-        self.summary = report.as_json()
-        self._print(report, as_json=options["json"])
+        self.summary = report.as_json() | ({"held_by": held_by} if held_by else {})
+        self._print(report, held_by, as_json=options["json"])
 
-    def _run(self, options: dict) -> ReconcileReport:
-        with advisory_lock(LOCK_NAME) as acquired:
-            if not acquired:
-                return ReconcileReport(dry_run=options["dry_run"], skipped=True)
+    def _run(self, options: dict) -> tuple[ReconcileReport, str]:
+        """The report, and who holds the lease when this run skipped."""
+        with command_lease(LOCK_NAME) as lease:
+            if not lease.acquired:
+                return ReconcileReport(dry_run=options["dry_run"], skipped=True), lease.describe()
             company = resolve_company(options["company"]) if options["company"] else None
-            progress = self._progress if self.stdout.isatty() and not options["json"] else None
-            return reconcile_drafts(
+            show = self.stdout.isatty() and not options["json"]
+            report = reconcile_drafts(
                 company=company,
                 batch_size=options["batch_size"],
                 abandon_after_days=options["abandon_after_days"],
                 dry_run=options["dry_run"],
-                on_batch=progress,
+                on_batch=lambda report: self._after_batch(report, lease, show=show),
             )
+            return report, ""
+
+    def _after_batch(self, report: ReconcileReport, lease: Lease, *, show: bool) -> None:
+        lease.keep_alive()
+        if show:
+            self._progress(report)
 
     def _progress(self, report: ReconcileReport) -> None:
         self.stdout.write(
@@ -91,14 +98,16 @@ class Command(LoggedCommand):
         )
         self.stdout.flush()
 
-    def _print(self, report: ReconcileReport, *, as_json: bool) -> None:
+    def _print(self, report: ReconcileReport, held_by: str, *, as_json: bool) -> None:
         if as_json:
-            self.stdout.write(json.dumps(report.as_json(), sort_keys=True))
+            self.stdout.write(json.dumps(self.summary, sort_keys=True))
             return
         if report.batches and self.stdout.isatty():
             self.stdout.write("")
         if report.skipped:
-            self.stdout.write("reconcile_drafts: skipped, another run holds the lock.")
+            self.stdout.write(
+                f"reconcile_drafts: skipped, another run holds the lease ({held_by})."
+            )
             return
         prefix = (
             "reconcile_drafts (dry run, nothing changed)" if report.dry_run else "reconcile_drafts"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 from django.core.management.base import CommandError, CommandParser
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 
 from billing.money import plain
 from core.dates import parse_instant
 from core.errors import ServiceError
-from core.locks import advisory_lock
+from core.locks import advisory_xact_lock
 from ops.commands import LoggedCommand
 from usage.pricing import LOCK_NAME, CompanyReprice, RepriceReport, reprice_usage
 
@@ -21,7 +21,8 @@ class Command(LoggedCommand):
         "debit it; with --reprice-priced also re-price priced usage after a price correction, "
         "posting exactly the difference. Prints rows, old and new total per company and "
         "changes nothing unless --apply. Reported costs are never re-priced. Re-running "
-        "changes nothing."
+        "changes nothing; a second concurrent run (another host, or through PgBouncer) skips "
+        "and exits 0."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -62,8 +63,10 @@ class Command(LoggedCommand):
             self._summary(report)
 
     def _run(self, options: dict, since) -> RepriceReport:
-        with advisory_lock(LOCK_NAME) as acquired:
-            if not acquired:
+        # The run is one transaction (with --apply all or nothing), so a lock held by
+        # that transaction covers exactly the work, directly or through PgBouncer.
+        with transaction.atomic():
+            if not advisory_xact_lock(LOCK_NAME):
                 return RepriceReport(applied=False, skipped=True)
             return reprice_usage(
                 model=options["model"],
