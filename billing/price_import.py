@@ -21,6 +21,7 @@ from billing.money import plain
 from billing.price_table import PriceSpec, TableReading
 from billing.prices import LongContext, set_model_price
 from core.errors import ServiceError
+from core.locks import advisory_xact_lock
 
 DIMENSION_NAMES = (
     "input",
@@ -58,6 +59,9 @@ class PriceImport:
         }
 
 
+LOCK_NAME = "billing.import_prices"
+
+
 def import_prices(
     reading: TableReading, *, effective_from: datetime, dry_run: bool = False
 ) -> PriceImport:
@@ -69,6 +73,9 @@ def import_prices(
     ]
     report.ignored_keys = dict(sorted(reading.ignored_keys.items()))
     with transaction.atomic():
+        # One import at a time (a second host's run is refused, never interleaved).
+        if not advisory_xact_lock(LOCK_NAME):
+            raise ServiceError("Another import_prices is running; try again when it ends.")
         current = _open_periods({spec.model for spec in reading.specs})
         for spec in reading.specs:
             _import_one(spec, current.get((spec.model, spec.service_tier)), report)

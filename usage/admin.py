@@ -33,7 +33,7 @@ from billing.models import Company, ModelPrice
 from billing.money import format_money, money_html
 from core.dates import format_instant
 from core.errors import InvalidInput, ServiceError
-from core.locks import advisory_lock
+from core.locks import advisory_xact_lock
 from usage import inbox, selectors
 from usage.forms import ProviderImportForm, ProviderReconciliationForm
 from usage.jobs import link_drafts, saved_job_sql
@@ -411,21 +411,20 @@ class QuestionGenerationUsageAdmin(CappedCountMixin, ReadOnlyAdmin):
         return report
 
     def _apply_price(self, request, form):
-        with advisory_lock(REPRICE_LOCK) as acquired:
-            if not acquired:
-                form.add_error(
-                    None, "A re-pricing is running (manage.py reprice_usage); try again."
-                )
-                return None
-            try:
-                with transaction.atomic():
-                    price = form.set_price(actor=request.user)
-                    report = reprice_usage(
-                        model=price.model, apply=True, actor=request.user, actor_label="admin"
+        try:
+            with transaction.atomic():
+                if not advisory_xact_lock(REPRICE_LOCK):
+                    form.add_error(
+                        None, "A re-pricing is running (manage.py reprice_usage); try again."
                     )
-            except ServiceError as exc:
-                _form_errors(form, exc)
-                return None
+                    return None
+                price = form.set_price(actor=request.user)
+                report = reprice_usage(
+                    model=price.model, apply=True, actor=request.user, actor_label="admin"
+                )
+        except ServiceError as exc:
+            _form_errors(form, exc)
+            return None
         selectors.forget_platform_totals()
         self.message_user(
             request,

@@ -12,10 +12,8 @@ from django.utils import timezone
 from billing.price_import import PriceImport, import_prices
 from billing.price_table import load_table, read_table
 from core.dates import parse_instant
-from core.locks import advisory_lock
+from core.errors import ServiceError
 from ops.commands import LoggedCommand
-
-LOCK_NAME = "billing.import_prices"
 
 
 class Command(LoggedCommand):
@@ -62,13 +60,12 @@ class Command(LoggedCommand):
         except (OSError, ValueError) as exc:
             raise CommandError(f"{options['path']}: {exc}") from exc
         reading = read_table(table, models=options["models"], provider=options["provider"])
-        with advisory_lock(LOCK_NAME) as acquired:
-            if not acquired:
-                raise CommandError("Another import_prices is running; try again when it ends.")
-            try:
-                report = import_prices(reading, effective_from=start, dry_run=options["dry_run"])
-            except DatabaseError as exc:
-                raise CommandError(f"import_prices failed, database error: {exc}") from exc
+        try:
+            report = import_prices(reading, effective_from=start, dry_run=options["dry_run"])
+        except ServiceError as exc:
+            raise CommandError(exc.message) from exc
+        except DatabaseError as exc:
+            raise CommandError(f"import_prices failed, database error: {exc}") from exc
         self.summary = {k: v for k, v in report.as_json().items() if not isinstance(v, list)}
         if options["json"]:
             self.stdout.write(json.dumps(report.as_json(), sort_keys=True))
