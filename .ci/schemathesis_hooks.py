@@ -7,7 +7,7 @@ reasoning within completion_tokens), occurred_at between 1970 and a few
 minutes after the server's clock (a bound that moves), and the shape of a
 provider's own usage object, which depends on `provider` (usage.providers
 reads each shape strictly; the schema names the field, not the four shapes).
-Generated *positive* cases are brought within them here (the provider object
+Generated *positive* cases are brought, just before they are sent, within them here (the provider object
 replaced by the flat fields), so that "a request the schema admits is
 accepted" is checked for everything else; negative cases are left as
 generated. tests/api cover the refusals of all three.
@@ -22,23 +22,29 @@ import schemathesis
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _is_count(value) -> bool:
+    # JSON Schema's integer admits 3.0 as well as 3.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _count(event: dict, name: str) -> int:
     value = event.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return int(value) if _is_count(value) else 0
 
 
 def _within_token_rules(event: dict) -> None:
     if "provider" in event or "usage" in event:
         event.pop("provider", None)
         event.pop("usage", None)
-    event.setdefault("prompt_tokens", 0)
-    event.setdefault("completion_tokens", 0)
+    for name in ("prompt_tokens", "completion_tokens"):
+        if event.get(name) is None:
+            event[name] = 0
     room = _count(event, "prompt_tokens")
     for name in ("cached_prompt_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens"):
-        if name in event and isinstance(event[name], int):
+        if _is_count(event.get(name)):
             event[name] = min(_count(event, name), room)
             room -= event[name]
-    if isinstance(event.get("reasoning_tokens"), int):
+    if _is_count(event.get("reasoning_tokens")):
         event["reasoning_tokens"] = min(
             event["reasoning_tokens"], _count(event, "completion_tokens")
         )
@@ -57,8 +63,9 @@ def _within_rules(event: dict) -> None:
 
 
 @schemathesis.hook
-def map_case(context, case):
+def before_call(context, case, kwargs):
+    # before_call, not map_case: the stateful phase fills a case from an earlier
+    # response (its links) after generation, and only this hook sees what is sent.
     meta = case.meta
     if meta is not None and meta.generation.mode.is_positive and isinstance(case.body, dict):
         _within_rules(case.body)
-    return case

@@ -15,8 +15,11 @@ from typing import Any
 
 # Any text PostgreSQL can store (core.text; JSON Schema strings hold no lone surrogate).
 STORABLE = r"^[^\u0000]*$"
-# ...with at least one character that is not blank (services strip their input).
-NON_BLANK = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+# ...with at least one character that is not blank. Services strip their input
+# with str.strip(), whose blanks (str.isspace) are not ECMA-262's \s (Python's
+# include U+001C-U+001F and U+0085, ECMA's U+FEFF), so the class is spelt out.
+PYTHON_BLANKS = "".join(f"\\u{code:04x}" for code in range(0x3001) if chr(code).isspace())
+NON_BLANK = rf"^[^\u0000]*[^{PYTHON_BLANKS}\u0000][^\u0000]*$"
 CANONICAL_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 

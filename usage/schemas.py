@@ -98,10 +98,14 @@ def _usage_rules(schema: dict[str, Any]) -> None:
         required=("company",),
         one_of_required=("job_id", "draft_job_id"),
     )
-    # The tokens come as the flat fields or as the provider's own usage object.
+    # The tokens come as the flat fields or as the provider's own usage object;
+    # a field that is present but null counts as absent, so each alternative
+    # also says its fields are not null.
+    flat = ["prompt_tokens", "completion_tokens"]
+    native = ["provider", "usage"]
     tokens = [
-        {"required": ["prompt_tokens", "completion_tokens"]},
-        {"required": ["provider", "usage"]},
+        {"required": flat, "properties": dict.fromkeys(flat, {"not": {"type": "null"}})},
+        {"required": native, "properties": dict.fromkeys(native, {"not": {"type": "null"}})},
     ]
     schema["allOf"] = [{"anyOf": schema.pop("anyOf")}, {"anyOf": tokens}]
 

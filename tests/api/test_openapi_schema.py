@@ -66,6 +66,8 @@ def test_the_services_rules_are_in_the_schema(schema):
         ["prompt_tokens", "completion_tokens"],
         ["provider", "usage"],
     ]
+    # Present but null is absent: a null completion_tokens is not the flat form.
+    assert tokens["anyOf"][0]["properties"]["completion_tokens"] == {"not": {"type": "null"}}
     assert usage["provider"]["enum"] == ["openai", "anthropic", "gemini"]
 
 
@@ -90,3 +92,19 @@ def test_an_integral_json_number_is_a_whole_number_and_a_unix_time_is_not_a_time
     assert assert_error(refused, 422, "validation_error")["fields"] == {
         "occurred_at": "must be an ISO 8601 timestamp with an offset (e.g. 2026-11-01T12:00:00Z)"
     }
+
+
+def test_the_schemas_blank_is_the_services_blank():
+    # The services strip with str.strip(); ECMA-262's \s differs from it, so a
+    # lone U+001C passed the schema's non-blank pattern and got "is required".
+    import re
+    import sys
+
+    from core.openapi import NON_BLANK
+
+    pattern = re.compile(NON_BLANK)
+    for code in range(sys.maxunicode + 1):
+        if 0xD800 <= code <= 0xDFFF or code == 0:
+            continue
+        text = f" {chr(code)} "
+        assert bool(pattern.match(text)) == bool(text.strip()), hex(code)
