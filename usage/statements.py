@@ -30,6 +30,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from billing.models import Company, CreditBalance, LedgerEntry, Statement, StatementLine
+from billing.money import plain
 from core.errors import ServiceError
 from usage.models import Job, QuestionGenerationUsage
 
@@ -483,3 +484,80 @@ def companies_with_ledger(size: int = 500) -> Iterator[Company]:
         if len(batch) < size:
             return
         last = batch[-1].pk
+
+
+# --- Presenting ----------------------------------------------------------------------------
+
+MOVEMENT_LABELS = {
+    "purchases": "Purchases",
+    "grants": "Grants",
+    "refunds": "Refunds",
+    "adjustments": "Adjustments",
+    "expiries": "Expiries",
+    "usage": "Usage",
+    "late_usage": "Late usage (earlier months)",
+    "corrections": "Corrections",
+}
+
+
+def movement_rows(statement: Statement) -> list[tuple[str, str, Decimal]]:
+    """(field, label, amount) of each movement, in the statement's order."""
+    return [(name, MOVEMENT_LABELS[name], getattr(statement, name)) for name in MOVEMENT_FIELDS]
+
+
+CSV_HEADER = [
+    "section",
+    "kind",
+    "entry_id",
+    "booked_at_utc",
+    "usage_month",
+    "model",
+    "job_id",
+    "label",
+    "entries",
+    "questions",
+    "amount",
+]
+
+
+def csv_rows(built: Built) -> Iterator[list[str]]:
+    """The statement as CSV rows: who and when, then every line, then the totals and
+    the reconciliation, every amount with all its digits."""
+    s = built.statement
+    status = f"issued {s.closed_at.isoformat()}" if built.issued else "open (not yet issued)"
+    yield ["statement", f"{s.month:%Y-%m}", s.company.name, str(s.company.pk), s.timezone]
+    yield ["period_utc", s.period_start.isoformat(), s.period_end.isoformat()]
+    yield ["status", status, s.content_hash]
+    yield ["ledger_entries", str(s.entries_after + 1), str(s.entries_through), str(s.entry_count)]
+    yield CSV_HEADER
+    yield ["opening", "", "", "", "", "", "", "Opening balance", "", "", plain(s.opening)]
+    for line in built.lines:
+        yield [
+            line.section,
+            line.kind,
+            "" if line.entry_id is None else str(line.entry_id),
+            line.booked_at.isoformat() if line.booked_at else "",
+            line.usage_month,
+            line.model,
+            "" if line.job_id is None else str(line.job_id),
+            line.label,
+            str(line.entries),
+            str(line.questions),
+            plain(line.amount),
+        ]
+    for name, label, amount in movement_rows(s):
+        yield ["total", name, "", "", "", "", "", label, "", "", plain(amount)]
+    yield ["closing", "", "", "", "", "", "", "Closing balance", "", "", plain(s.closing)]
+    yield [
+        "reconciliation",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "closing = opening + movements",
+        "",
+        "",
+        f"{plain(s.closing)} = {plain(s.opening)} + {plain(s.movements)}",
+    ]
