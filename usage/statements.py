@@ -82,6 +82,15 @@ def parse_month(text: str) -> date:
 # --- What a statement holds ----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Window:
+    """A month of a company, and the instants it runs between."""
+
+    month: date
+    start: datetime
+    end: datetime
+
+
 @dataclass
 class Built:
     """A statement and its lines, unsaved: to seal, or to show live."""
@@ -135,22 +144,15 @@ SELECT g.kind, g.usage_month, COALESCE(g.model, ''), g.job_id, g.by_job, g.entri
 
 
 def build_statement(
-    *,
-    company: Company,
-    month: date,
-    start: datetime,
-    end: datetime,
-    after: int,
-    through: int,
-    opening: Decimal,
+    *, company: Company, window: Window, after: int, through: int, opening: Decimal
 ) -> Built:
     """The statement of entries (after, through] of `company`, unsaved. Two queries."""
     statement = Statement(
         company=company,
-        month=month,
+        month=window.month,
         timezone=company.timezone,
-        period_start=start,
-        period_end=end,
+        period_start=window.start,
+        period_end=window.end,
         entries_after=after,
         entries_through=through,
         opening=opening,
@@ -162,7 +164,7 @@ def build_statement(
     built = Built(statement)
     if through > after:
         _credit_lines(built)
-        _usage_lines(built, start)
+        _usage_lines(built, window.start)
     statement.closing = opening + sum((getattr(statement, name) for name in MOVEMENT_FIELDS), ZERO)
     for position, line in enumerate(built.lines, start=1):
         line.position = position
@@ -295,13 +297,6 @@ def last_statement(company: Company) -> Statement | None:
     return Statement.objects.filter(company=company).order_by("-month").first()
 
 
-@dataclass(frozen=True)
-class Window:
-    month: date
-    start: datetime
-    end: datetime
-
-
 def pending_windows(
     company: Company, *, previous: Statement | None, until: date | None = None
 ) -> Iterator[Window]:
@@ -364,14 +359,9 @@ def close_month(
     after = previous.entries_through if previous else 0
     through = last_entry_before(company, after=after, end=window.end, lock=True)
     with transaction.atomic():
+        opening = previous.closing if previous else ZERO
         built = build_statement(
-            company=company,
-            month=window.month,
-            start=window.start,
-            end=window.end,
-            after=after,
-            through=through,
-            opening=previous.closing if previous else ZERO,
+            company=company, window=window, after=after, through=through, opening=opening
         )
         _check_against_ledger(built)
         try:
@@ -440,13 +430,7 @@ def unissued_statements(company: Company, *, now: datetime | None = None) -> lis
     for window in shown:
         through = last_entry_before(company, after=after, end=window.end, lock=False)
         built = build_statement(
-            company=company,
-            month=window.month,
-            start=window.start,
-            end=window.end,
-            after=after,
-            through=through,
-            opening=opening,
+            company=company, window=window, after=after, through=through, opening=opening
         )
         result.append(built)
         after, opening = through, built.statement.closing
