@@ -262,3 +262,39 @@ def test_a_statement_from_a_broken_ledger_is_not_issued(company, clock, priced):
     with pytest.raises(StatementError, match="verify_ledger"):
         close(company, now=clock.now + timedelta(days=40))
     assert not Statement.objects.exists()
+
+
+def test_months_not_issued_yet_are_computed_live_the_latest_three(company, clock, priced):
+    from usage.statements import unissued_statements
+
+    for month in (6, 7, 8, 9, 10, 11):
+        clock.set(2026, month, 10, 12)
+        grant(company, "10")
+    clock.set(2026, 11, 20, 0)
+
+    live = unissued_statements(company, now=clock.now)
+
+    assert [b.statement.month.month for b in live] == [11, 10, 9]
+    assert [(b.statement.opening, b.statement.closing) for b in live] == [
+        (50, 60),
+        (40, 50),
+        (30, 40),
+    ]
+    assert not any(b.issued for b in live)
+    assert not Statement.objects.exists()
+
+
+def test_the_open_month_follows_the_last_issued_statement(company, clock, priced):
+    from usage.statements import unissued_statements
+
+    clock.set(2026, 10, 10, 12)
+    grant(company, "10")
+    clock.set(2026, 11, 1, 2)
+    (october,) = close(company, now=clock.now)
+    clock.set(2026, 11, 3, 12)
+    grant(company, "5")
+
+    (open_month,) = unissued_statements(company, now=clock.now)
+
+    assert open_month.statement.entries_after == october.entries_through
+    assert (open_month.statement.opening, open_month.statement.closing) == (10, 15)
