@@ -26,12 +26,13 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from billing.models import Company, CreditBalance, LedgerEntry, Statement, StatementLine
 from billing.money import plain
 from core.errors import ServiceError
+from core.sql import insert_rows
 from usage.models import Job, QuestionGenerationUsage
 
 ZERO = Decimal(0)
@@ -265,18 +266,35 @@ def _count(s: Statement, line: StatementLine) -> None:
 _WAIT_FOR_POSTINGS = f"SELECT 1 FROM {CreditBalance._meta.db_table} WHERE company_id = %s FOR SHARE"
 
 
-def last_entry_before(company: Company, *, after: int, end: datetime, lock: bool) -> int:
-    """The id of the company's last entry booked before `end` (and after `after`),
-    else `after`. With `lock`, first waits for the company's in-flight postings
-    (module docstring), in a transaction of its own."""
+def last_entries_before(
+    company: Company, *, after: int, ends: list[datetime], lock: bool
+) -> list[int]:
+    """For each instant of `ends` (ascending), the id of the company's last entry booked
+    before it (and after `after`), else the one before's (or `after`). With `lock`,
+    first waits for the company's in-flight postings (module docstring), in a
+    transaction of its own.
+
+    One end (the monthly run) scans the company's entries back from the newest to
+    the first booked before it; several (a backlog) read the entries after `after`
+    once, each end a FILTER of the same scan.
+    """
+    if not ends:
+        return []
+    entries = LedgerEntry.objects.filter(company=company, id__gt=after)
     with transaction.atomic():
         if lock:
             with connection.cursor() as cursor:
                 cursor.execute(_WAIT_FOR_POSTINGS, [company.pk])
-        found = LedgerEntry.objects.filter(
-            company=company, id__gt=after, created_at__lt=end
-        ).aggregate(last=Max("id"))["last"]
-    return found if found is not None else after
+        if len(ends) == 1:
+            found = [entries.filter(created_at__lt=ends[0]).aggregate(last=Max("id"))["last"]]
+        else:
+            each = {f"e{i}": Max("id", filter=Q(created_at__lt=end)) for i, end in enumerate(ends)}
+            found = list(entries.aggregate(**each).values())
+    boundaries, last = [], after
+    for entry_id in found:
+        last = max(last, entry_id or after)
+        boundaries.append(last)
+    return boundaries
 
 
 def _balance_after(company: Company, entry_id: int) -> Decimal:
@@ -298,17 +316,23 @@ def last_statement(company: Company) -> Statement | None:
 
 
 def pending_windows(
-    company: Company, *, previous: Statement | None, until: date | None = None
+    company: Company,
+    *,
+    previous: Statement | None,
+    until: date | None = None,
+    before: datetime | None = None,
 ) -> Iterator[Window]:
-    """The months after `previous` (or from the first active one) up to `until`, each
-    starting where the one before ended, ending at its next month's midnight in the
-    company's current zone."""
+    """The months after `previous` (or from the first active one) up to `until`, or
+    those ended `before` an instant, each starting where the one before ended, ending
+    at its next month's midnight in the company's current zone."""
     month = next_month(previous.month) if previous else first_month(company)
     if month is None:
         return
     start = previous.period_end if previous else month_start(month, company.tz)
     while until is None or month <= until:
         end = month_start(next_month(month), company.tz)
+        if before is not None and end > before:
+            return
         yield Window(month, start, end)
         month, start = next_month(month), end
 
@@ -339,12 +363,15 @@ def close_due_statements(
     lets one statement in and the other run reports it closed by another.
     """
     now = now or timezone.now()
-    closed = []
     previous = last_statement(company)
-    for window in pending_windows(company, previous=previous, until=through_month):
-        if window.end > now:
-            break
-        result = close_month(company=company, window=window, previous=previous, dry_run=dry_run)
+    due = list(pending_windows(company, previous=previous, until=through_month, before=now))
+    after = previous.entries_through if previous else 0
+    boundaries = last_entries_before(company, after=after, ends=[w.end for w in due], lock=True)
+    closed = []
+    for window, through in zip(due, boundaries, strict=True):
+        result = close_month(
+            company=company, window=window, previous=previous, through=through, dry_run=dry_run
+        )
         closed.append(result)
         if result.statement is None:
             break  # another run is ahead on this company: it closes the rest
@@ -353,11 +380,16 @@ def close_due_statements(
 
 
 def close_month(
-    *, company: Company, window: Window, previous: Statement | None, dry_run: bool = False
+    *,
+    company: Company,
+    window: Window,
+    previous: Statement | None,
+    through: int,
+    dry_run: bool = False,
 ) -> Closed:
-    """Close one month: build, store, seal; a dry run is the same rolled back."""
+    """Close one month, its entries up to `through`: build, store, seal; a dry run is
+    the same rolled back."""
     after = previous.entries_through if previous else 0
-    through = last_entry_before(company, after=after, end=window.end, lock=True)
     with transaction.atomic():
         opening = previous.closing if previous else ZERO
         built = build_statement(
@@ -385,8 +417,9 @@ def _check_against_ledger(built: Built) -> None:
         )
 
 
+LINE_BATCH = 5000
 _SEAL = f"""
-UPDATE {_STATEMENT} SET content_hash = billing_statement_hash(id)
+UPDATE {_STATEMENT} SET content_hash = 'seal'
  WHERE id = %s AND content_hash = '' RETURNING content_hash
 """
 
@@ -398,7 +431,8 @@ def _store(built: Built) -> Statement:
     statement.save(force_insert=True)
     for line in built.lines:
         line.statement = statement
-    StatementLine.objects.bulk_create(built.lines, batch_size=2000)
+    for start in range(0, len(built.lines), LINE_BATCH):
+        insert_rows(StatementLine, built.lines[start : start + LINE_BATCH])
     with connection.cursor() as cursor:
         cursor.execute(_SEAL, [statement.pk])
         statement.content_hash = cursor.fetchone()[0]
@@ -420,15 +454,15 @@ def unissued_statements(company: Company, *, now: datetime | None = None) -> lis
     shown = windows[-LIVE_MONTHS:]
     if not shown:
         return []
+    ends = [w.end for w in shown]
     if previous is not None and len(shown) == len(windows):
         after, opening = previous.entries_through, previous.closing
     else:  # older unissued months are left out: start where the first shown one does
         floor = previous.entries_through if previous else 0
-        after = last_entry_before(company, after=floor, end=shown[0].start, lock=False)
+        after, *_ = last_entries_before(company, after=floor, ends=[shown[0].start], lock=False)
         opening = _balance_after(company, after)
     result = []
-    for window in shown:
-        through = last_entry_before(company, after=after, end=window.end, lock=False)
+    for window, through in zip(shown, last_entries_before(company, after=after, ends=ends, lock=False), strict=True):  # fmt: skip
         built = build_statement(
             company=company, window=window, after=after, through=through, opening=opening
         )

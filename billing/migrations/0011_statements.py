@@ -5,8 +5,10 @@
   jsonb text (keys ordered by jsonb itself, numerics exactly as stored,
   instants in UTC, so the text is the same whatever the session's settings);
 - statement_sealed: a statement row is written once, unsealed (empty hash),
-  and sealed once by an UPDATE that sets exactly its hash and nothing else;
-  every other UPDATE, and every DELETE, is refused;
+  and sealed once by an UPDATE that changes nothing but sets the hash to
+  'seal', which the trigger replaces by billing_statement_hash (so nobody
+  writes a hash of their own); every other UPDATE, and every DELETE, is
+  refused;
 - statement_line_sealed: lines are inserted only into an unsealed statement,
   never updated or deleted;
 - no TRUNCATE of either table.
@@ -49,9 +51,9 @@ FORWARD = [
     CREATE OR REPLACE FUNCTION billing_statement_guard() RETURNS trigger AS $$
     BEGIN
         IF TG_OP = 'UPDATE' THEN
-            IF OLD.content_hash = ''
-               AND to_jsonb(NEW) - 'content_hash' = to_jsonb(OLD) - 'content_hash'
-               AND NEW.content_hash = billing_statement_hash(OLD.id) THEN
+            IF OLD.content_hash = '' AND NEW.content_hash = 'seal'
+               AND to_jsonb(NEW) - 'content_hash' = to_jsonb(OLD) - 'content_hash' THEN
+                NEW.content_hash := billing_statement_hash(OLD.id);
                 RETURN NEW;
             END IF;
         END IF;

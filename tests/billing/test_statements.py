@@ -138,6 +138,7 @@ def test_the_database_refuses_to_change_an_issued_statement(company, clock, pric
     refused = [
         ("UPDATE billing_statement SET closing = closing + 1 WHERE id = %s", statement.pk),
         ("UPDATE billing_statement SET content_hash = 'x' WHERE id = %s", statement.pk),
+        ("UPDATE billing_statement SET content_hash = 'seal' WHERE id = %s", statement.pk),
         ("DELETE FROM billing_statement WHERE id = %s", statement.pk),
         ("UPDATE billing_statementline SET amount = 0 WHERE id = %s", line.pk),
         ("DELETE FROM billing_statementline WHERE id = %s", line.pk),
@@ -298,3 +299,49 @@ def test_the_open_month_follows_the_last_issued_statement(company, clock, priced
 
     assert open_month.statement.entries_after == october.entries_through
     assert (open_month.statement.opening, open_month.statement.closing) == (10, 15)
+
+
+def test_only_the_database_writes_a_hash_and_only_on_the_unsealed_row(company, clock, priced):
+    clock.set(2026, 10, 3, 12)
+    grant(company, "10")
+    statement = Statement.objects.create(
+        company=company,
+        month=date(2026, 10, 1),
+        timezone="UTC",
+        period_start=datetime(2026, 10, 1, tzinfo=UTC),
+        period_end=datetime(2026, 11, 1, tzinfo=UTC),
+        entries_after=0,
+        entries_through=0,
+        entry_count=0,
+        opening=0,
+        purchases=0,
+        grants=0,
+        refunds=0,
+        adjustments=0,
+        expiries=0,
+        usage=0,
+        late_usage=0,
+        corrections=0,
+        closing=0,
+        generations=0,
+        questions=0,
+        closed_at=clock.now,
+    )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        with connection.cursor() as cursor:  # a hash of one's own choosing
+            cursor.execute(
+                "UPDATE billing_statement SET content_hash = repeat('a', 64) WHERE id = %s",
+                [statement.pk],
+            )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        with connection.cursor() as cursor:  # the seal that changes something else too
+            cursor.execute(
+                "UPDATE billing_statement SET content_hash = 'seal', timezone = 'Asia/Tokyo' WHERE id = %s",
+                [statement.pk],
+            )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE billing_statement SET content_hash = 'seal' WHERE id = %s RETURNING content_hash",
+            [statement.pk],
+        )
+        assert cursor.fetchone()[0] == stored_hash(statement)
