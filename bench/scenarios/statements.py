@@ -38,7 +38,9 @@ STATEMENT_CHECKS = (
 
 
 def empty_statements() -> None:
+    """No statement, and no lease left by a run that was stopped (bench database only)."""
     with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM ops_command_lease WHERE name = 'usage.close_statements'")
         for table in (STATEMENT_LINE, STATEMENT):
             cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         try:
@@ -100,6 +102,10 @@ def close_statements(ctx: Context) -> Result:
             return result
         statements, lines, entries = _counts()
         report = _summary(run.get("stdout", ""))
+        if "skipped" in report or not statements:
+            result.status = "error"
+            result.notes.append(f"no statement issued: {json.dumps(report)[:300]}")
+            return result
         rates.append(entries / run["elapsed"])
         per_statement.append(run["elapsed"] * 1000 / max(statements, 1))
         lower_rates.append(entries / lower)
