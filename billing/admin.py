@@ -41,7 +41,6 @@ from billing.models import (
     Membership,
     ModelPrice,
     Statement,
-    StatementLine,
 )
 from billing.money import ZERO, format_money, format_price, money_html
 from billing.selectors import company_ledger, credit_summary
@@ -660,39 +659,9 @@ class BillingAlertAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
 
 
-class StatementLineInline(admin.TabularInline):
-    model = StatementLine
-    fields = readonly_fields = [
-        "position",
-        "section",
-        "kind",
-        "label",
-        "model",
-        "usage_month",
-        "entries",
-        "questions",
-        "amount_exact",
-    ]
-    amount_exact = staticmethod(
-        exact_money_field("amount", "Amount", currency=lambda line: line.statement.company.currency)
-    )
-    extra = 0
-    can_delete = False
-    show_change_link = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("statement__company")
-
-
 @admin.register(Statement)
 class StatementAdmin(ReadOnlyAdmin):
-    """Issued monthly statements (usage.statements): sealed, shown, never edited."""
+    """Issued monthly statements (usage.statements): sealed, shown, never edited here."""
 
     list_display = [
         "company",
@@ -727,9 +696,9 @@ class StatementAdmin(ReadOnlyAdmin):
         "questions",
         "content_hash",
         "closed_local",
+        "lines_count",
         "page",
     ]
-    inlines = [StatementLineInline]
     opening_shown = staticmethod(money_column("opening", "Opening"))
     closing_shown = staticmethod(money_column("closing", "Closing"))
     closed_local = staticmethod(time_column("closed_at", "Issued"))
@@ -761,6 +730,12 @@ class StatementAdmin(ReadOnlyAdmin):
     @admin.display(description="Hash")
     def hash_prefix(self, obj: Statement):
         return format_html('<code title="{}">{}</code>', obj.content_hash, obj.content_hash[:12])
+
+    @admin.display(description="Lines")
+    def lines_count(self, obj: Statement) -> str:
+        # Not inline: a company with thousands of jobs has thousands of lines; the
+        # statement page shows them, in the order they were issued.
+        return f"{obj.lines.count():,} (on the statement page)"
 
     @admin.display(description="Statement page")
     def page(self, obj: Statement):
