@@ -37,6 +37,14 @@ def delete_companies(where: str, params: list | None = None) -> int:
                 (SELECT id FROM question_generation_usage WHERE company_id IN ({ids}))""",
             params,
         )
+        # Statement lines have no company_id: they go with their statements.
+        cursor.execute("ALTER TABLE billing_statementline DISABLE TRIGGER USER")
+        cursor.execute(
+            f"""DELETE FROM billing_statementline WHERE statement_id IN
+                (SELECT id FROM billing_statement WHERE company_id IN ({ids}))""",
+            params,
+        )
+        cursor.execute("ALTER TABLE billing_statementline ENABLE TRIGGER USER")
         left = list(tables)
         for _ in range(len(tables) + 1):
             for table in list(left):

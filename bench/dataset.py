@@ -28,6 +28,10 @@ from django.utils import timezone
 
 USAGE = "question_generation_usage"
 LEDGER = "billing_ledgerentry"
+STATEMENT = "billing_statement"
+STATEMENT_LINE = "billing_statementline"
+# Tables whose own triggers refuse TRUNCATE (lifted for the bench database only).
+GUARDED = (LEDGER, STATEMENT, STATEMENT_LINE)
 ROLLUP = "usage_daily_rollup"
 JOB = "usage_job"
 BULK_TABLES = (USAGE, LEDGER, ROLLUP, JOB)
@@ -439,16 +443,18 @@ def _mark_pending() -> int:
 
 
 def _empty_tables() -> None:
-    """Remove earlier data (the ledger's append-only trigger is lifted for the bench DB only)."""
-    execute(f"ALTER TABLE {LEDGER} DISABLE TRIGGER USER")
+    """Remove earlier data (the ledger's and statements' guards are lifted for the bench DB only)."""
+    for table in GUARDED:
+        execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
     try:
         execute(
             f"""TRUNCATE {LEDGER}, billing_creditbalance, {ROLLUP}, usage_rejectedevent, {USAGE},
                 {JOB}, billing_modelprice, billing_apikey, billing_membership, billing_auditevent,
-                billing_company CASCADE"""
+                {STATEMENT_LINE}, {STATEMENT}, billing_company CASCADE"""
         )
     finally:
-        execute(f"ALTER TABLE {LEDGER} ENABLE TRIGGER USER")
+        for table in GUARDED:
+            execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
     execute("DROP TABLE IF EXISTS bench_dataset, bench_pending, bench_co")
 
 

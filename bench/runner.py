@@ -15,7 +15,7 @@ from collections.abc import Callable
 from bench import report
 from bench.context import Context
 from bench.measure import Result
-from bench.scenarios import api, importer, pages, provider, reconcile, service
+from bench.scenarios import api, importer, pages, provider, reconcile, service, statements
 
 # (number, name, function). Read-only scenarios first, then the ones that write.
 SCENARIOS: list[tuple[str, str, Callable]] = [
@@ -25,6 +25,7 @@ SCENARIOS: list[tuple[str, str, Callable]] = [
     ("7", "csv_export", pages.csv_export),
     ("9", "provider_reconcile", provider.provider_reconcile),
     ("4", "reconcile", reconcile.reconcile),
+    ("10", "statements", statements.close_statements),
     ("0", "record_usage", service.record_usage_service),
     ("5", "api_single", api.api_single),
     ("6", "api_batch", api.api_batch),

@@ -40,8 +40,9 @@ from billing.models import (
     LedgerEntry,
     Membership,
     ModelPrice,
+    Statement,
 )
-from billing.money import ZERO, format_money, format_price
+from billing.money import ZERO, format_money, format_price, money_html
 from billing.selectors import company_ledger, credit_summary
 from core.errors import InvalidInput, ServiceError
 from core.forms import AsciiDecimalField
@@ -656,3 +657,88 @@ class BillingAlertAdmin(ReadOnlyAdmin):
     search_fields = ["company__name", "company__external_id", "recipients"]
     list_select_related = ["company"]
     date_hierarchy = "created_at"
+
+
+@admin.register(Statement)
+class StatementAdmin(ReadOnlyAdmin):
+    """Issued monthly statements (usage.statements): sealed, shown, never edited here."""
+
+    list_display = [
+        "company",
+        "month_shown",
+        "opening_shown",
+        "movements_shown",
+        "closing_shown",
+        "closed_local",
+        "hash_prefix",
+        "page",
+    ]
+    fields = readonly_fields = [
+        "company",
+        "month_shown",
+        "timezone",
+        "period_start_local",
+        "period_end_local",
+        "entries_after",
+        "entries_through",
+        "entry_count",
+        "opening_exact",
+        "purchases_exact",
+        "grants_exact",
+        "refunds_exact",
+        "adjustments_exact",
+        "expiries_exact",
+        "usage_exact",
+        "late_usage_exact",
+        "corrections_exact",
+        "closing_exact",
+        "generations",
+        "questions",
+        "content_hash",
+        "closed_local",
+        "lines_count",
+        "page",
+    ]
+    opening_shown = staticmethod(money_column("opening", "Opening"))
+    closing_shown = staticmethod(money_column("closing", "Closing"))
+    closed_local = staticmethod(time_column("closed_at", "Issued"))
+    period_start_local = staticmethod(time_column("period_start", "From"))
+    period_end_local = staticmethod(time_column("period_end", "To"))
+    opening_exact = staticmethod(exact_money_field("opening", "Opening balance"))
+    purchases_exact = staticmethod(exact_money_field("purchases", "Purchases"))
+    grants_exact = staticmethod(exact_money_field("grants", "Grants"))
+    refunds_exact = staticmethod(exact_money_field("refunds", "Refunds"))
+    adjustments_exact = staticmethod(exact_money_field("adjustments", "Adjustments"))
+    expiries_exact = staticmethod(exact_money_field("expiries", "Expiries"))
+    usage_exact = staticmethod(exact_money_field("usage", "Usage"))
+    late_usage_exact = staticmethod(exact_money_field("late_usage", "Late usage"))
+    corrections_exact = staticmethod(exact_money_field("corrections", "Corrections"))
+    closing_exact = staticmethod(exact_money_field("closing", "Closing balance"))
+    list_filter = ["month"]
+    search_fields = ["company__name", "company__external_id", "=content_hash"]
+    list_select_related = ["company"]
+    ordering = ["-month", "company__name"]
+
+    @admin.display(description="Month", ordering="month")
+    def month_shown(self, obj: Statement) -> str:
+        return f"{obj.month:%B %Y}"
+
+    @admin.display(description="Movements")
+    def movements_shown(self, obj: Statement):
+        return money_html(obj.movements, obj.company.currency)
+
+    @admin.display(description="Hash")
+    def hash_prefix(self, obj: Statement):
+        return format_html('<code title="{}">{}</code>', obj.content_hash, obj.content_hash[:12])
+
+    @admin.display(description="Lines")
+    def lines_count(self, obj: Statement) -> str:
+        # Not inline: a company with thousands of jobs has thousands of lines; the
+        # statement page shows them, in the order they were issued.
+        return f"{obj.lines.count():,} (on the statement page)"
+
+    @admin.display(description="Statement page")
+    def page(self, obj: Statement):
+        url = reverse("billing:statement", args=[obj.company_id, f"{obj.month:%Y-%m}"])
+        csv_url = reverse("billing:statement_csv", args=[obj.company_id, f"{obj.month:%Y-%m}"])
+        return format_html('<a href="{}">Printable page</a> · <a href="{}">CSV</a>', url, csv_url)

@@ -18,7 +18,14 @@ from django.apps import apps
 from django.db import connection
 from django.utils import timezone
 
-from billing.models import CreditBalance, CreditLot, LedgerEntry, ModelPrice
+from billing.models import (
+    CreditBalance,
+    CreditLot,
+    LedgerEntry,
+    ModelPrice,
+    Statement,
+    StatementLine,
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,8 @@ def _tables() -> dict[str, str]:
         "balance": CreditBalance._meta.db_table,
         "lot": CreditLot._meta.db_table,
         "price": ModelPrice._meta.db_table,
+        "statement": Statement._meta.db_table,
+        "line": StatementLine._meta.db_table,
         "usage": apps.get_model("usage", "QuestionGenerationUsage")._meta.db_table,
         "rollup": apps.get_model("usage", "UsageDailyRollup")._meta.db_table,
     }
@@ -180,6 +189,75 @@ CHECKS: dict[str, str] = {
             OR COALESCE(raw.cost, 0) <> COALESCE(r.cost, 0)
             OR COALESCE(raw.unpriced, 0) <> COALESCE(r.unpriced, 0)
          GROUP BY 1""",
+    # Issued statements (usage.statements): sealed content, each adding up, one after
+    # the other, and together exactly the ledger.
+    "statement_hash_matches_content": """
+        SELECT company_id, COUNT(*) || ' issued statements whose content no longer has '
+               || 'their hash, first ' || to_char(MIN(month), 'YYYY-MM')
+          FROM {statement} s
+         WHERE content_hash IS DISTINCT FROM billing_statement_hash(id) {c:s}
+         GROUP BY company_id""",
+    "statement_lines_add_up": """
+        SELECT s.company_id, COUNT(*) || ' statements whose closing is not opening + movements '
+               || 'or whose lines do not add up to their totals, first '
+               || to_char(MIN(s.month), 'YYYY-MM')
+          FROM {statement} s
+          LEFT JOIN LATERAL (
+               SELECT COALESCE(SUM(amount) FILTER (WHERE section = 'credit' AND kind = 'purchase'), 0) AS purchases,
+                      COALESCE(SUM(amount) FILTER (WHERE section = 'credit' AND kind = 'grant'), 0) AS grants,
+                      COALESCE(SUM(amount) FILTER (WHERE section = 'credit' AND kind = 'refund'), 0) AS refunds,
+                      COALESCE(SUM(amount) FILTER (WHERE section = 'credit' AND kind = 'adjustment'), 0) AS adjustments,
+                      COALESCE(SUM(amount) FILTER (WHERE section = 'credit' AND kind = 'expiry'), 0) AS expiries,
+                      COALESCE(SUM(amount) FILTER (WHERE section = 'usage_model'), 0) AS usage,
+                      COALESCE(SUM(amount) FILTER (WHERE section = 'usage_job'), 0) AS usage_by_job,
+                      COALESCE(SUM(amount) FILTER (WHERE section = 'late_usage'), 0) AS late_usage,
+                      COALESCE(SUM(amount) FILTER (WHERE section = 'correction'), 0) AS corrections
+                 FROM {line} l WHERE l.statement_id = s.id) l ON TRUE
+         WHERE (s.closing <> s.opening + s.purchases + s.grants + s.refunds + s.adjustments
+                + s.expiries + s.usage + s.late_usage + s.corrections
+                OR (l.purchases, l.grants, l.refunds, l.adjustments, l.expiries, l.usage,
+                    l.usage_by_job, l.late_usage, l.corrections)
+                   <> (s.purchases, s.grants, s.refunds, s.adjustments, s.expiries, s.usage,
+                       s.usage, s.late_usage, s.corrections)) {c:s}
+         GROUP BY s.company_id""",
+    "statements_follow_one_another": """
+        SELECT company_id, COUNT(*) || ' statements that do not open where the previous one '
+               || 'closed (balance, last entry, instant or month), first '
+               || to_char(MIN(month), 'YYYY-MM')
+          FROM (SELECT s.*, LAG(closing) OVER w AS prev_closing,
+                       LAG(entries_through) OVER w AS prev_through,
+                       LAG(period_end) OVER w AS prev_end, LAG(month) OVER w AS prev_month
+                  FROM {statement} s WHERE TRUE {c:s}
+                WINDOW w AS (PARTITION BY company_id ORDER BY month)) s
+         WHERE (prev_month IS NULL AND (opening <> 0 OR entries_after <> 0))
+            OR (prev_month IS NOT NULL AND (opening <> prev_closing
+                OR entries_after <> prev_through OR period_start <> prev_end
+                OR month <> prev_month + interval '1 month'))
+         GROUP BY company_id""",
+    "statements_equal_the_ledger": """
+        SELECT s.company_id, COUNT(*) || ' statements whose totals differ from the ledger '
+               || 'entries they cover, first ' || to_char(MIN(s.month), 'YYYY-MM')
+          FROM {statement} s
+          LEFT JOIN LATERAL (
+               SELECT COUNT(*) AS n,
+                      COALESCE(SUM(amount) FILTER (WHERE kind = 'purchase'), 0) AS purchases,
+                      COALESCE(SUM(amount) FILTER (WHERE kind = 'grant'), 0) AS grants,
+                      COALESCE(SUM(amount) FILTER (WHERE kind = 'refund'), 0) AS refunds,
+                      COALESCE(SUM(amount) FILTER (WHERE kind = 'adjustment'), 0) AS adjustments,
+                      COALESCE(SUM(amount) FILTER (WHERE kind = 'expiry'), 0) AS expiries,
+                      COALESCE(SUM(amount) FILTER (WHERE kind = 'usage'), 0) AS usage,
+                      COALESCE(SUM(amount) FILTER (WHERE kind = 'usage_correction'), 0) AS corrections
+                 FROM {ledger} e
+                WHERE e.company_id = s.company_id AND e.id > s.entries_after
+                  AND e.id <= s.entries_through) e ON TRUE
+          LEFT JOIN {ledger} last ON last.id = s.entries_through
+         WHERE ((e.n, e.purchases, e.grants, e.refunds, e.adjustments, e.expiries, e.usage,
+                 e.corrections)
+                <> (s.entry_count, s.purchases, s.grants, s.refunds, s.adjustments, s.expiries,
+                    s.usage + s.late_usage, s.corrections)
+                OR (s.entries_through > 0 AND (last.company_id IS DISTINCT FROM s.company_id
+                    OR last.balance_after IS DISTINCT FROM s.closing))) {c:s}
+         GROUP BY s.company_id""",
 }
 
 
@@ -187,7 +265,7 @@ def _sql(template: str, company_id: uuid.UUID | None) -> str:
     sql = template
     for name, table in _tables().items():
         sql = sql.replace("{" + name + "}", table)
-    for alias in ("b", "e", "u", "lot", "r"):
+    for alias in ("b", "e", "u", "lot", "r", "s"):
         clause = f"AND {alias}.company_id = %(company)s" if company_id else ""
         sql = sql.replace("{c:" + alias + "}", clause)
     return sql

@@ -593,3 +593,123 @@ class BillingAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} for {self.company} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class Statement(models.Model):
+    """A company's issued statement for one calendar month: sealed, never changed.
+
+    It covers the company's ledger entries with `entries_after < id <=
+    entries_through`: each statement starts where the previous one stopped, so
+    every entry is on exactly one statement and the statements add up to the
+    ledger (docs/ledger.md, "Statements"). `period_start`/`period_end` are the
+    instants the month ran between in the company's zone when it was closed;
+    the boundary is the last entry booked before `period_end`. The content
+    hash is the database's own sha256 over the stored row and its lines
+    (billing_statement_hash, billing migration statements), set once by the
+    seal in the transaction that wrote them; triggers refuse any change after.
+    Written by usage.statements only.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    # No index of its own: statement_one_per_month leads with company_id.
+    company = models.ForeignKey(
+        Company, on_delete=models.PROTECT, related_name="statements", db_index=False
+    )
+    month = models.DateField(help_text="The first day of the calendar month covered.")
+    timezone = models.CharField(max_length=64, help_text="The company's zone at the close.")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    entries_after = models.BigIntegerField(help_text="The previous statement's last entry id.")
+    entries_through = models.BigIntegerField(help_text="The last ledger entry id it covers.")
+    entry_count = models.BigIntegerField()
+    opening = ExactAmountField()
+    purchases = ExactAmountField()
+    grants = ExactAmountField()
+    refunds = ExactAmountField()
+    adjustments = ExactAmountField()
+    expiries = ExactAmountField()
+    usage = ExactAmountField(help_text="Usage debits of generations that ran in this period.")
+    late_usage = ExactAmountField(help_text="Usage debits of generations of closed periods.")
+    corrections = ExactAmountField(help_text="Re-pricing corrections.")
+    closing = ExactAmountField()
+    generations = models.BigIntegerField(help_text="Generations debited, late ones included.")
+    questions = models.BigIntegerField(help_text="Their questions.")
+    content_hash = models.CharField(max_length=64, blank=True)
+    closed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["company", "-month"]
+        constraints = [
+            models.UniqueConstraint(fields=["company", "month"], name="statement_one_per_month"),
+            models.CheckConstraint(condition=Q(month__day=1), name="statement_month_first_day"),
+            models.CheckConstraint(
+                condition=Q(period_end__gt=F("period_start")), name="statement_period_ordered"
+            ),
+            models.CheckConstraint(
+                condition=Q(entries_through__gte=F("entries_after")),
+                name="statement_entries_ordered",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    closing=F("opening")
+                    + F("purchases")
+                    + F("grants")
+                    + F("refunds")
+                    + F("adjustments")
+                    + F("expiries")
+                    + F("usage")
+                    + F("late_usage")
+                    + F("corrections")
+                ),
+                name="statement_closing_reconciles",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.company} statement {self.month:%Y-%m}"
+
+    @property
+    def movements(self) -> Decimal:
+        return self.closing - self.opening
+
+
+class StatementLine(models.Model):
+    """One line of a statement: a credit movement, or usage grouped by model, job or month."""
+
+    class Section(models.TextChoices):
+        CREDIT = "credit", "Credit movement"
+        USAGE_MODEL = "usage_model", "Usage by model"
+        USAGE_JOB = "usage_job", "Usage by job"
+        LATE_USAGE = "late_usage", "Late usage"
+        CORRECTION = "correction", "Correction"
+
+    id = models.BigAutoField(primary_key=True)
+    # No index of its own: statement_line_unique_position leads with statement_id.
+    statement = models.ForeignKey(
+        Statement, on_delete=models.CASCADE, related_name="lines", db_index=False
+    )
+    position = models.PositiveIntegerField()
+    section = models.CharField(max_length=16, choices=Section.choices)
+    kind = models.CharField(max_length=24, choices=LedgerEntry.Kind.choices)
+    entry_id = models.BigIntegerField(null=True, blank=True, help_text="A credit line's entry.")
+    booked_at = models.DateTimeField(null=True, blank=True)
+    usage_month = models.CharField(
+        max_length=7, blank=True, help_text="YYYY-MM of the usage, for late usage and corrections."
+    )
+    model = models.CharField(max_length=100, blank=True)
+    job_id = models.UUIDField(null=True, blank=True)
+    label = models.TextField(blank=True)
+    entries = models.BigIntegerField(help_text="Ledger entries (generations, for usage).")
+    questions = models.BigIntegerField(default=0)
+    amount = ExactAmountField()
+
+    class Meta:
+        ordering = ["statement", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["statement", "position"], name="statement_line_unique_position"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_section_display()}: {self.label or self.model} {self.amount}"

@@ -578,7 +578,7 @@ def _extra_column(model, column: LiveColumn) -> Finding:
     )
 
 
-# --- Hand-written guards (billing migrations database_guards, company_references, price_dimensions) ---
+# --- Hand-written guards (billing migrations database_guards, company_references, price_dimensions, statements) ---
 
 
 @dataclass(frozen=True)
@@ -606,6 +606,10 @@ _APPEND_ONLY = (
     "Rows can be updated or deleted, so the balance stops being the sum of an immutable "
     "history and nothing shows who changed money."
 )
+_ISSUED = (
+    "An issued monthly statement can be edited or deleted, so what a company was told it "
+    "owed for a month can change behind its back."
+)
 GUARDS = [
     Guard(
         "model_price_no_overlap",
@@ -625,6 +629,15 @@ GUARDS = [
     Guard("ledger_append_only", "billing_ledgerentry", "trigger", _APPEND_ONLY),
     Guard("ledger_no_truncate", "billing_ledgerentry", "trigger", _APPEND_ONLY),
     Guard("audit_append_only", "billing_auditevent", "trigger", _APPEND_ONLY),
+    *(
+        Guard(name, table, "trigger", _ISSUED, migration="statements")
+        for name, table in [
+            ("statement_sealed", "billing_statement"),
+            ("statement_no_truncate", "billing_statement"),
+            ("statement_line_sealed", "billing_statementline"),
+            ("statement_line_no_truncate", "billing_statementline"),
+        ]
+    ),
     Guard(
         "company_reference_unambiguous",
         "billing_company",

@@ -98,11 +98,19 @@ def _fresh_platform_totals(settings):
     settings.PLATFORM_TOTALS_CACHE_SECONDS = 0
 
 
+# The TRUNCATE guards (billing migrations database_guards and statements).
+_NO_TRUNCATE = [
+    ("billing_ledgerentry", "ledger_no_truncate"),
+    ("billing_statement", "statement_no_truncate"),
+    ("billing_statementline", "statement_line_no_truncate"),
+]
+
+
 @pytest.fixture(autouse=True)
 def _flushable_ledger(request):
-    """Let a transactional test's flush TRUNCATE the append-only ledger.
+    """Let a transactional test's flush TRUNCATE the append-only ledger and statements.
 
-    The ledger's TRUNCATE trigger (billing migration 0002) refuses the flush
+    Their TRUNCATE triggers (billing migrations 0002 and statements) refuse the flush
     Django runs after a `transaction=True` or live-server test. The trigger is
     disabled for that flush only and enabled again by the `post_migrate`
     signal the flush sends when it is done. (Autouse fixtures of this conftest
@@ -112,12 +120,14 @@ def _flushable_ledger(request):
     if not _is_transactional(request):
         return
     with connection.cursor() as cursor:
-        cursor.execute("ALTER TABLE billing_ledgerentry DISABLE TRIGGER ledger_no_truncate")
+        for table, trigger in _NO_TRUNCATE:
+            cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER {trigger}")
 
     def enable(**kwargs) -> None:
         post_migrate.disconnect(dispatch_uid="flushable_ledger")
         with connection.cursor() as cursor:
-            cursor.execute("ALTER TABLE billing_ledgerentry ENABLE TRIGGER ledger_no_truncate")
+            for table, trigger in _NO_TRUNCATE:
+                cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
 
     post_migrate.connect(enable, weak=False, dispatch_uid="flushable_ledger")
 
@@ -195,6 +205,14 @@ def other_company(db) -> Company:
 @pytest.fixture
 def price(db) -> ModelPrice:
     return make_price()
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """`timezone.now()` under the test's control (statements need months to pass)."""
+    from tests.billing.statement_world import install_clock
+
+    return install_clock(monkeypatch)
 
 
 @pytest.fixture

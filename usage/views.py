@@ -8,6 +8,8 @@ server-side cursor so that a million rows keep memory flat.
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,11 +25,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from billing.models import Company
+from billing.models import Company, Statement, StatementLine
 from billing.selectors import credit_summary
 from config.routers import use_replica
 from core.errors import InvalidInput
-from usage import selectors
+from usage import selectors, statements
 from usage.access import company_for, is_platform_staff, visible_companies
 from usage.charts import daily_stacked_chart, spend_trend_chart
 from usage.forms import CreditFilterForm, UsageFilterForm, form_error_fields
@@ -35,7 +37,12 @@ from usage.models import Job, QuestionGenerationUsage
 from usage.selectors import previous_month_start
 from usage.tables import WEB_COLUMNS, Links, csv_chunks, csv_lines, html_cells, normalise, rows_html
 
-TABS = [("overview", "Overview"), ("usage", "Usage"), ("credits", "Credits")]
+TABS = [
+    ("overview", "Overview"),
+    ("usage", "Usage"),
+    ("credits", "Credits"),
+    ("statements", "Statements"),
+]
 PAGE_ROWS = 100
 ONE_DAY = timedelta(days=1)
 LEDGER_ROWS = 100
@@ -100,7 +107,12 @@ def _trend_charts(platform: selectors.PlatformTotals) -> list[dict]:
 def company_page(request: HttpRequest, company_id: str) -> HttpResponse:
     company = company_for(request.user, company_id)
     tab = request.GET.get("tab", "overview")
-    builders = {"overview": _overview, "usage": _usage, "credits": _credits}
+    builders = {
+        "overview": _overview,
+        "usage": _usage,
+        "credits": _credits,
+        "statements": _statements,
+    }
     if tab not in builders:
         tab = "overview"
     with use_replica():  # reports only read: a replica, when configured, serves them
@@ -362,6 +374,64 @@ def _credits(request: HttpRequest, company: Company) -> dict:
         "previous_query": _with(query, page=page - 1) if page > 1 else "",
         "charge_base": reverse("billing:company", args=[company.pk]),
     }
+
+
+ISSUED_SHOWN = 120  # ten years of months
+
+
+def _statements(request: HttpRequest, company: Company) -> dict:
+    issued = list(
+        Statement.objects.filter(company=company).order_by("-month").defer("company")[:ISSUED_SHOWN]
+    )
+    return {
+        "issued": issued,
+        "unissued": [built.statement for built in statements.unissued_statements(company)],
+    }
+
+
+@login_required
+@require_GET
+def statement_page(request: HttpRequest, company_id: str, month: str) -> HttpResponse:
+    """One month's statement, printable: the issued one, else the month so far (live)."""
+    company = company_for(request.user, company_id)
+    built = _statement_or_404(company, month)
+    context = {
+        "company": company,
+        "built": built,
+        "statement": built.statement,
+        "movements": statements.movement_rows(built.statement),
+        "sections": {name: built.section(name) for name in StatementLine.Section.values},
+        "is_staff_view": is_platform_staff(request.user),
+    }
+    with timezone.override(company.tz):
+        return render(request, "billing/statement.html", context)
+
+
+@login_required
+@require_GET
+def statement_csv(request: HttpRequest, company_id: str, month: str) -> HttpResponse:
+    """The statement as CSV, every amount exact."""
+    company = company_for(request.user, company_id)
+    built = _statement_or_404(company, month)
+    out = io.StringIO()
+    csv.writer(out).writerows(statements.csv_rows(built))
+    response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
+    state = "" if built.issued else "-open"
+    name = f"statement-{company.pk}-{built.statement.month:%Y-%m}{state}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+def _statement_or_404(company: Company, month: str) -> statements.Built:
+    try:
+        first = statements.parse_month(month)
+    except ValueError:
+        raise Http404("No such month.")
+    with use_replica():
+        built = statements.statement_for(company, first)
+    if built is None:
+        raise Http404("No statement for this month.")
+    return built
 
 
 def _ledger_headers(sort: selectors.Sort, query) -> dict:

@@ -29,6 +29,12 @@
     });
   });
 
+  // The statement page's Print button (the browser's own print works without it).
+  document.querySelectorAll("button.print-button").forEach(function (button) {
+    button.hidden = false;
+    button.addEventListener("click", function () { window.print(); });
+  });
+
   // A period preset fills the date inputs with its range; editing a date makes it Custom.
   document.querySelectorAll("select[name=preset]").forEach(function (select) {
     var form = select.form;

@@ -155,6 +155,29 @@ def test_delete_companies_removes_a_harness_company_and_its_money(built):
             cursor.execute("DELETE FROM billing_ledgerentry")
 
 
+def test_delete_companies_removes_their_issued_statements_too(built):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.models import Statement, StatementLine
+    from tests.conftest import give_credit
+    from usage.statements import close_due_statements
+
+    company = Company.objects.create(name="Bench import y", external_id="bench-import-y")
+    give_credit(company)
+    issued = close_due_statements(company=company, now=timezone.now() + timedelta(days=62))
+    assert issued and StatementLine.objects.filter(statement__company=company).exists()
+    assert delete_companies("external_id = %s", ["bench-import-y"]) == 1
+    assert not Statement.objects.filter(company_id=company.pk).exists()
+    assert not StatementLine.objects.filter(statement__company_id=company.pk).exists()
+    with connection.cursor() as cursor:  # the guards are back afterwards
+        cursor.execute(
+            "SELECT tgname, tgenabled FROM pg_trigger WHERE tgname LIKE 'statement_%%sealed'"
+        )
+        assert dict(cursor.fetchall()) == {"statement_sealed": "O", "statement_line_sealed": "O"}
+
+
 def _pending_ids():
     with connection.cursor() as cursor:
         cursor.execute("SELECT id FROM bench_pending")

@@ -276,6 +276,13 @@ def test_company_admin_walk_sees_only_their_company(tab, demo):
     billing_tab_url = f"/billing/{demo.pk}/?tab=credits"
     page.goto(billing_tab_url)
     look_at(page, "owner-05-credits")
+    billing_tab(page, "Statements")
+    assert "open (not yet issued)" in page.locator("table.statements").inner_text()
+    look_at(page, "owner-06-statements")
+    page.locator("table.statements tbody th a").first.click()  # this month, so far
+    page.wait_for_load_state()
+    assert page.get_by_role("heading", name=re.compile("^Statement for")).is_visible()
+    look_at(page, "owner-07-statement-open")
 
     other = Company.objects.exclude(pk=demo.pk).first()
     theirs = QuestionGenerationUsage.objects.filter(company=other).first()

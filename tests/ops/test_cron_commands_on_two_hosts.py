@@ -33,10 +33,11 @@ from billing.invariants import check_ledger
 from billing.ledger import post_entry
 from billing.models import CreditLot, LedgerEntry
 from ops.models import CommandLease
-from tests.conftest import make_company, make_price, make_usage
+from tests.conftest import make_company, make_event, make_price, make_usage
 from tests.pg import conninfo
 from tests.usage.rollup_check import assert_rollup_matches_raw
 from usage.models import CostSource, Job, QuestionGenerationUsage, UsageDailyRollup
+from usage.recording import record_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,3 +226,39 @@ def test_reprice_usage_apply_on_two_hosts_prices_and_debits_each_row_once(meet):
     assert rows.aggregate(s=Sum("cost"))["s"] > Decimal(0)
     assert_rollup_matches_raw(company)
     assert check_ledger(company_id=company.pk) == []
+
+
+# --- close_statements ----------------------------------------------------------------
+
+
+def usage_booked_months_ago(companies: int = 3) -> list:
+    """Usage debited two and three months ago (debits carry the recording's `now`)."""
+    made = [make_company() for _ in range(companies)]
+    make_price(effective_from=timezone.now() - timedelta(days=400))
+    for company in made:
+        for days in (95, 60):
+            when = timezone.now() - timedelta(days=days)
+            record_usage(make_event(company, occurred_at=when), company=company, now=when)
+    return made
+
+
+@pytest.mark.parametrize("meet", ["held", "racing"])
+def test_close_statements_on_two_hosts_issues_each_month_once(meet):
+    from billing.models import Statement
+
+    made = usage_booked_months_ago(3)
+    if meet == "held":
+        # The first run waits for the postings in flight: the balance rows, held here.
+        lock = ("SELECT 1 FROM billing_creditbalance FOR UPDATE", [])
+        first, second = run_held(("close_statements",), lock, lease_held("usage.close_statements"))
+        assert "another close_statements run holds the lease" in second["skipped"]
+        issued = first["issued"]
+    else:
+        first, second = run_racing(("close_statements",))
+        issued = first.get("issued", 0) + second.get("issued", 0)
+    assert issued == Statement.objects.count() >= 3 * 3
+    for company in made:
+        months = list(Statement.objects.filter(company=company).values_list("month", flat=True))
+        assert len(months) == len(set(months))
+    assert check_ledger() == []
+    assert not CommandLease.objects.exists()

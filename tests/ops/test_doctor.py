@@ -220,6 +220,23 @@ def test_dropped_append_only_trigger_is_found_with_the_migration_sql():
     assert_fix_repairs(finding)
 
 
+@pytest.mark.parametrize(
+    "trigger, table",
+    [
+        ("statement_sealed", "billing_statement"),
+        ("statement_line_sealed", "billing_statementline"),
+        ("statement_no_truncate", "billing_statement"),
+    ],
+)
+def test_a_dropped_statement_immutability_trigger_is_found(trigger, table):
+    run_sql(f"DROP TRIGGER {trigger} ON {table}")
+    finding = only_finding()
+    assert (finding.code, finding.table, finding.name) == ("missing_guard", table, trigger)
+    assert "statements" in finding.fix
+    assert any(f"CREATE TRIGGER {trigger}" in s for s in finding.sql)
+    assert_fix_repairs(finding)
+
+
 def test_dropped_price_exclusion_constraint_is_found():
     run_sql("ALTER TABLE billing_modelprice DROP CONSTRAINT model_price_no_overlap")
     finding = only_finding()

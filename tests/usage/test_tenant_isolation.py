@@ -32,6 +32,7 @@ def url(company, **params):
         {},
         {"tab": "usage"},
         {"tab": "credits"},
+        {"tab": "statements"},
         {"tab": "usage", "format": "csv"},
         {"tab": "usage", "group": "generation", "format": "csv"},
     ],

@@ -20,7 +20,9 @@ class Command(LoggedCommand):
         "running balance; every priced usage row debited exactly once for exactly its cost "
         "(usage + corrections), unpriced rows not at all; credit lots match their postings, "
         "no credit consumed twice or after it expired, expired + consumed <= granted; the daily "
-        "usage rollup equals the raw rows. Exits 1 naming each company and invariant that fails."
+        "usage rollup equals the raw rows; every issued monthly statement still has its content "
+        "hash, closes at opening + movements with lines that add up, opens where the previous "
+        "one closed, and equals the ledger entries it covers. Exits 1 naming each company and invariant that fails."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
