@@ -7,6 +7,7 @@ billing.money.plain); errors in the one shape of config.api.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC
 from typing import Any
 
@@ -120,7 +121,8 @@ def record_usage_view(request: HttpRequest, payload: UsageIn):
     except CompanyNotFound as exc:
         inbox.reject(payload=json.loads(request.body), error=exc, source="api")
         raise
-    result = record_one(payload.to_event(str(company.pk)), company)
+    event = replace(payload.to_event(str(company.pk)), api_key_id=request.auth.pk)
+    result = record_one(event, company)
     return Status(201 if result.created else 200, usage_body(result))
 
 
@@ -171,7 +173,8 @@ def _parse_events(
     parsed = []
     for index, item in enumerate(raw):
         try:
-            parsed.append((index, event_from_payload(item, default_company=default)))
+            event = event_from_payload(item, default_company=default)
+            parsed.append((index, replace(event, api_key_id=key.pk)))
         except ServiceError as exc:
             outcomes[index] = exc
     return parsed

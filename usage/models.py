@@ -13,7 +13,7 @@ import uuid
 from django.db import models
 from django.db.models import F, Q
 
-from billing.models import AmountField, Company, ExactAmountField, ModelPrice, ServiceTier
+from billing.models import AmountField, APIKey, Company, ExactAmountField, ModelPrice, ServiceTier
 from core.ids import uuid7
 from usage.provider_pages import RawJSONEncoder
 
@@ -140,6 +140,16 @@ class QuestionGenerationUsage(models.Model):
     abandoned_at = models.DateTimeField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     processing_time_ms = models.IntegerField(null=True, blank=True)
+    api_key = models.ForeignKey(
+        APIKey,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The key that sent it (empty for imported rows).",
+        # Indexed by usage_key_day (partial, built CONCURRENTLY), not by Django's default.
+        db_index=False,
+    )
     prepaid = models.BooleanField(
         default=False,
         db_default=False,  # rows written by raw SQL or older code stay valid
@@ -179,6 +189,13 @@ class QuestionGenerationUsage(models.Model):
                 fields=["model", "occurred_at"],
                 condition=Q(cost_source="unpriced"),
                 name="usage_unpriced",
+            ),
+            # A key's spend per local day and month (the key limits), index-only.
+            models.Index(
+                fields=["api_key", "occurred_on"],
+                name="usage_key_day",
+                include=["cost"],
+                condition=Q(api_key__isnull=False),
             ),
         ]
         constraints = [

@@ -28,7 +28,7 @@ from django.utils import timezone
 from billing.alerts import evaluate_alerts
 from billing.companies import company_not_found, resolve_companies
 from billing.ledger import post_usage_debits
-from billing.models import Company, CreditBalance, LedgerEntry, ModelPrice
+from billing.models import Company, CreditBalance, LedgerEntry, ModelPrice, Reservation
 from billing.prices import PriceBook, charge_for
 from core.errors import IdempotencyConflict, ServiceError
 from core.ids import uuid7
@@ -37,6 +37,7 @@ from usage import rollup
 from usage.events import UsageEvent, fingerprint, validate_event
 from usage.jobs import JobIndex, draft_key_of, event_draft_keys, job_index, lock_drafts
 from usage.models import CostSource, Job, QuestionGenerationUsage, UsageStatus
+from usage.reservations import claim_holds, settle_holds
 from usage.selectors import month_to_date_spend_by_company
 
 ZERO = Decimal(0)
@@ -82,6 +83,7 @@ class _Pending:
     reported_cost: Decimal | None
     fp: str
     usage: QuestionGenerationUsage | None = None
+    hold: Reservation | None = None  # the reservation this event settles
 
 
 def record_usage_batch(
@@ -108,10 +110,12 @@ def record_usage_batch(
     pending = _validated(events, companies, outcomes, now)
     firsts, repeats = _split_repeats(pending)
     with transaction.atomic():
+        firsts = _with_holds(firsts, outcomes)
         _build_rows(firsts, outcomes, now, prepaid=not debit)
         building = [p for p in firsts if p.usage is not None]
         inserted = insert_usage_rows([p.usage for p in building])
         new = [p for p in building if p.usage.pk in inserted]
+        settle_holds([(p.hold, p.usage) for p in new if p.hold is not None], now)
         balances = _debit(new, debit, now)
     for p in new:
         outcomes[p.index] = RecordResult(usage=p.usage, created=True, balance=balances[p.index])
@@ -153,6 +157,21 @@ def _split_repeats(
         else:
             first_by_key[key] = p
     return list(first_by_key.values()), repeats
+
+
+def _with_holds(pending: list[_Pending], outcomes: list) -> list[_Pending]:
+    """Lock the reservations the events name (usage.reservations.claim_holds) before any
+    other row; an event whose hold refuses it gets that error and goes no further."""
+    answers = claim_holds([(p.index, p.event, p.company) for p in pending])
+    kept = []
+    for p in pending:
+        answer = answers.get(p.index)
+        if isinstance(answer, ServiceError):
+            outcomes[p.index] = answer
+            continue
+        p.hold = answer
+        kept.append(p)
+    return kept
 
 
 # --- Building the rows ------------------------------------------------------------------
@@ -272,6 +291,7 @@ def build_usage(
         "metadata": event.metadata or {},
         "processing_time_ms": event.processing_time_ms,
         "prepaid": prepaid,
+        "api_key_id": event.api_key_id,
     }
     # Positional arguments in field order are Django's fast path (the one from_db
     # takes): a third of the keyword path's cost, which a 1,000-event batch felt.

@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from billing.models import ServiceTier
 from core.errors import InvalidInput
-from core.openapi import NON_BLANK, STORABLE, document
+from core.openapi import CANONICAL_UUID, NON_BLANK, STORABLE, document
 from core.text import unstorable_path
 from usage.events import UsageEvent
 from usage.models import INT32_MAX
@@ -94,6 +94,7 @@ def _usage_rules(schema: dict[str, Any]) -> None:
             "provider": {"enum": list(PROVIDERS)},
             "service_tier": {"enum": [*ServiceTier.values, *SERVICE_TIER_ALIASES]},
             "metadata": {"propertyNames": text},
+            "reservation_id": {"pattern": f"^{CANONICAL_UUID}$"},
         },
         required=("company",),
         one_of_required=("job_id", "draft_job_id"),
@@ -160,6 +161,11 @@ class UsageIn(BaseModel):
     idempotency_key: str
     metadata: dict[str, Any] | None = None
     processing_time_ms: WholeNumber | None = None
+    reservation_id: str | None = Field(
+        None,
+        description="The hold (POST /reservations) this generation settles: its cost is "
+        "debited and the hold closed in the same transaction.",
+    )
 
     def to_event(self, default_company: str | None = None) -> UsageEvent:
         """The event; InvalidInput when its tokens are missing or contradict themselves."""
@@ -180,6 +186,7 @@ class UsageIn(BaseModel):
             occurred_at=self.occurred_at,
             metadata=self.metadata or {},
             processing_time_ms=self.processing_time_ms,
+            reservation_id=self.reservation_id,
             **tokens,
         )
 

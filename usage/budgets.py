@@ -1,0 +1,145 @@
+"""What a company and one of its keys may still spend: the one rule the quota check and
+the admission of a hold share.
+
+A :class:`Budget` is read in four queries: the balance, the company's
+month-to-date spend (the exact daily rollup), its open holds and the key's
+among them (one query over the partial index of open holds), and the key's
+spend today and this month (the partial covering index `usage_key_day`). Days
+and months are the company's time zone. A hold whose `expires_at` has passed
+counts as released here, whether or not `expire_reservations` has marked it.
+
+:meth:`Budget.refusals` answers for a generation of a given cost: a quota
+check is the generation of nothing, refused once a line is reached (as the
+quota check always was); a hold of `amount` is refused when it would cross a
+line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import connection
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from billing.models import APIKey, Company, Reservation
+from usage.models import QuestionGenerationUsage
+from usage.selectors import month_to_date_totals
+
+ZERO = Decimal(0)
+
+# Stable reason codes (the API's `reason_codes` and a refused hold's `reasons`),
+# with the sentence the quota check's `reasons` has always carried.
+REASONS = {
+    "company_inactive": "company is inactive",
+    "balance": "balance is at or below the overdraft allowance",
+    "company_monthly_limit": "monthly spend limit reached",
+    "key_daily_limit": "daily spend limit of this API key reached",
+    "key_monthly_limit": "monthly spend limit of this API key reached",
+}
+
+
+@dataclass(frozen=True)
+class KeyBudget:
+    key: APIKey
+    day_spend: Decimal
+    month_spend: Decimal
+    held: Decimal  # the key's open, unexpired holds
+
+    @property
+    def daily_limit(self) -> Decimal | None:
+        return self.key.daily_limit
+
+    @property
+    def monthly_limit(self) -> Decimal | None:
+        return self.key.monthly_limit
+
+
+@dataclass(frozen=True)
+class Budget:
+    company: Company
+    balance: Decimal
+    month_spend: Decimal
+    unpriced: int  # this month's generations not yet in the spend
+    held: Decimal  # the company's open, unexpired holds
+    key: KeyBudget | None  # None for a platform key, or none given
+
+    def refusals(self, amount: Decimal = ZERO) -> list[str]:
+        """The reason codes that refuse a generation costing `amount` (empty: allowed)."""
+        company = self.company
+        reasons = []
+        if not company.is_active:
+            reasons.append("company_inactive")
+        if not _fits(-(self.balance - self.held), amount, company.overdraft_allowance):
+            reasons.append("balance")
+        if not _fits(self.month_spend + self.held, amount, company.monthly_spend_limit):
+            reasons.append("company_monthly_limit")
+        if self.key is not None:
+            k = self.key
+            if not _fits(k.day_spend + k.held, amount, k.daily_limit):
+                reasons.append("key_daily_limit")
+            if not _fits(k.month_spend + k.held, amount, k.monthly_limit):
+                reasons.append("key_monthly_limit")
+        return reasons
+
+
+def _fits(used: Decimal, amount: Decimal, cap: Decimal | None) -> bool:
+    """Whether `amount` more stays within `cap`; nothing more fits only below the cap."""
+    if cap is None:
+        return True
+    return used + amount <= cap if amount > 0 else used < cap
+
+
+def read_budget(
+    company: Company,
+    *,
+    key: APIKey | None = None,
+    balance: Decimal,
+    now: datetime | None = None,
+) -> Budget:
+    """The budget of `company` (and of `key`, if it is one of the company's keys).
+
+    `balance` is the caller's: read plainly by the quota check, under the
+    balance row lock by an admission (billing.ledger.lock_balance).
+    """
+    now = now or timezone.now()
+    spend, unpriced = month_to_date_totals(company, now)
+    company_key = key if key is not None and key.company_id == company.pk else None
+    held, key_held = open_holds(company, company_key, now)
+    key_budget = None
+    if company_key is not None:
+        day, month = key_spend(company, company_key, now)
+        key_budget = KeyBudget(key=company_key, day_spend=day, month_spend=month, held=key_held)
+    return Budget(
+        company=company,
+        balance=balance,
+        month_spend=spend,
+        unpriced=unpriced,
+        held=held,
+        key=key_budget,
+    )
+
+
+_HOLDS = f"""
+SELECT COALESCE(SUM(amount), 0), COALESCE(SUM(amount) FILTER (WHERE api_key_id = %(key)s), 0)
+  FROM {Reservation._meta.db_table}
+ WHERE company_id = %(company)s AND status = 'open' AND expires_at > %(now)s"""
+
+
+def open_holds(company: Company, key: APIKey | None, now: datetime) -> tuple[Decimal, Decimal]:
+    """The company's open, unexpired holds, and the key's among them, in one query."""
+    params = {"company": company.pk, "key": key.pk if key else None, "now": now}
+    with connection.cursor() as cursor:
+        cursor.execute(_HOLDS, params)
+        return cursor.fetchone()
+
+
+def key_spend(company: Company, key: APIKey, now: datetime) -> tuple[Decimal, Decimal]:
+    """The key's spend today and this month (the company's days), from usage_key_day."""
+    today = timezone.localtime(now, company.tz).date()
+    totals = QuestionGenerationUsage.objects.filter(
+        api_key_id=key.pk, occurred_on__gte=today.replace(day=1), occurred_on__lte=today
+    ).aggregate(month=Sum("cost"), day=Sum("cost", filter=Q(occurred_on=today)))
+    return totals["day"] or ZERO, totals["month"] or ZERO
