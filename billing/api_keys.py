@@ -98,7 +98,12 @@ def set_api_key_limits(
     actor_label: str = "",
 ) -> APIKey:
     """Change a key's daily and/or monthly spend limit (None removes it; omitted keeps it)."""
-    key = APIKey.objects.select_for_update().select_related("company").filter(prefix=prefix).first()
+    key = (
+        APIKey.objects.select_for_update(of=("self",))
+        .select_related("company")
+        .filter(prefix=prefix)
+        .first()
+    )
     if key is None:
         raise InvalidInput(f"No API key has the prefix {prefix!r}.", fields={"prefix": "unknown"})
     before = _limits(key)

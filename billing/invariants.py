@@ -18,7 +18,7 @@ from django.apps import apps
 from django.db import connection
 from django.utils import timezone
 
-from billing.models import CreditBalance, CreditLot, LedgerEntry, ModelPrice
+from billing.models import APIKey, CreditBalance, CreditLot, LedgerEntry, ModelPrice, Reservation
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ def _tables() -> dict[str, str]:
         "price": ModelPrice._meta.db_table,
         "usage": apps.get_model("usage", "QuestionGenerationUsage")._meta.db_table,
         "rollup": apps.get_model("usage", "UsageDailyRollup")._meta.db_table,
+        "hold": Reservation._meta.db_table,
+        "apikey": APIKey._meta.db_table,
     }
 
 
@@ -180,6 +182,22 @@ CHECKS: dict[str, str] = {
             OR COALESCE(raw.cost, 0) <> COALESCE(r.cost, 0)
             OR COALESCE(raw.unpriced, 0) <> COALESCE(r.unpriced, 0)
          GROUP BY 1""",
+    # Holds are never money: they only have to agree with the usage that settled them.
+    "settled_holds_match_their_usage": """
+        SELECT h.company_id, COUNT(*) || ' settled holds whose usage row is missing, of another '
+               || 'company, or settles another hold too'
+          FROM {hold} h
+          LEFT JOIN {usage} u ON u.id = h.settled_usage_id
+         WHERE h.status = 'settled' {c:h}
+           AND (u.id IS NULL OR u.company_id <> h.company_id
+                OR EXISTS (SELECT 1 FROM {hold} o
+                            WHERE o.settled_usage_id = h.settled_usage_id AND o.id <> h.id))
+         GROUP BY h.company_id""",
+    "holds_of_their_company_keys": """
+        SELECT h.company_id, COUNT(*) || ' holds asked for by a key of another company'
+          FROM {hold} h JOIN {apikey} k ON k.id = h.api_key_id
+         WHERE k.company_id IS NOT NULL AND k.company_id <> h.company_id {c:h}
+         GROUP BY h.company_id""",
 }
 
 
@@ -187,7 +205,7 @@ def _sql(template: str, company_id: uuid.UUID | None) -> str:
     sql = template
     for name, table in _tables().items():
         sql = sql.replace("{" + name + "}", table)
-    for alias in ("b", "e", "u", "lot", "r"):
+    for alias in ("b", "e", "u", "lot", "r", "h"):
         clause = f"AND {alias}.company_id = %(company)s" if company_id else ""
         sql = sql.replace("{c:" + alias + "}", clause)
     return sql
