@@ -121,7 +121,7 @@ def record_usage_view(request: HttpRequest, payload: UsageIn):
     except CompanyNotFound as exc:
         inbox.reject(payload=json.loads(request.body), error=exc, source="api")
         raise
-    event = replace(payload.to_event(str(company.pk)), api_key_id=request.auth.pk)
+    event = replace(payload.to_event(str(company.pk)), api_key=request.auth)
     result = record_one(event, company)
     return Status(201 if result.created else 200, usage_body(result))
 
@@ -174,7 +174,7 @@ def _parse_events(
     for index, item in enumerate(raw):
         try:
             event = event_from_payload(item, default_company=default)
-            parsed.append((index, replace(event, api_key_id=key.pk)))
+            parsed.append((index, replace(event, api_key=key)))
         except ServiceError as exc:
             outcomes[index] = exc
     return parsed

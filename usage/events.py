@@ -18,7 +18,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from billing.models import Company, ServiceTier
+from billing.models import APIKey, Company, ServiceTier
 from billing.money import AmountError, quantize_amount
 from billing.prices import Tokens
 from core.errors import InvalidInput
@@ -59,7 +59,7 @@ class UsageEvent:
     # The hold this generation settles (usage.reservations), and the key that
     # sent it (set by the API from the authenticated key; None for imports).
     reservation_id: str | None = None
-    api_key_id: int | None = None
+    api_key: APIKey | None = None
 
     def tokens(self) -> Tokens:
         return Tokens(

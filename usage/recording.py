@@ -25,7 +25,7 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.utils import timezone
 
-from billing.alerts import evaluate_alerts
+from billing.alerts import evaluate_alerts, evaluate_key_alerts
 from billing.companies import company_not_found, resolve_companies
 from billing.ledger import post_usage_debits
 from billing.models import Company, CreditBalance, LedgerEntry, ModelPrice, Reservation
@@ -34,6 +34,7 @@ from core.errors import IdempotencyConflict, ServiceError
 from core.ids import uuid7
 from core.sql import recordset_insert
 from usage import rollup
+from usage.budgets import key_spend
 from usage.events import UsageEvent, fingerprint, validate_event
 from usage.jobs import JobIndex, draft_key_of, event_draft_keys, job_index, lock_drafts
 from usage.models import CostSource, Job, QuestionGenerationUsage, UsageStatus
@@ -291,7 +292,7 @@ def build_usage(
         "metadata": event.metadata or {},
         "processing_time_ms": event.processing_time_ms,
         "prepaid": prepaid,
-        "api_key_id": event.api_key_id,
+        "api_key_id": event.api_key.pk if event.api_key is not None else None,
     }
     # Positional arguments in field order are Django's fast path (the one from_db
     # takes): a third of the keyword path's cost, which a 1,000-event batch felt.
@@ -360,6 +361,7 @@ def _debit(new: list[_Pending], debit: bool, now: datetime) -> dict[int, Decimal
     if debits:
         after = post_usage_debits(debits=debits, now=now)
         start.update(_raise_alerts(by_company, debits, after, now))
+        _raise_key_alerts([p for c in debits for p in by_company[c]], after, now)
     balances: dict[int, Decimal] = {}
     for company_id, ps in by_company.items():
         running = start.get(company_id, ZERO)
@@ -388,6 +390,33 @@ def _raise_alerts(by_company: dict, debits: dict, after: dict, now: datetime) ->
             now=now,
         )
     return {c: after[c] + totals[c] for c in debits}
+
+
+def _raise_key_alerts(debited: list[_Pending], after: dict, now: datetime) -> None:
+    """The 80 % / 100 % alerts of the limited keys whose spend these debits moved (the
+    keys came authenticated with their limits: no query unless one has a limit)."""
+    by_key: dict[int, list[_Pending]] = {}
+    for p in debited:
+        key = p.event.api_key
+        if key is not None and key.has_limits and key.company_id == p.company.pk and p.usage.cost:
+            by_key.setdefault(key.pk, []).append(p)
+    for ps in by_key.values():
+        company, key = ps[0].company, ps[0].event.api_key
+        today = local_day(company, now)
+        this_month = [p for p in ps if today.replace(day=1) <= p.usage.occurred_on <= today]
+        day, month = key_spend(company, key, now)
+        evaluate_key_alerts(
+            company=company,
+            key=key,
+            day_spend=day,
+            month_spend=month,
+            added_today=sum(
+                (p.usage.cost for p in this_month if p.usage.occurred_on == today), ZERO
+            ),
+            added_this_month=sum((p.usage.cost for p in this_month), ZERO),
+            balance=after[company.pk],
+            now=now,
+        )
 
 
 def _current_balances(company_ids: set) -> dict:

@@ -101,7 +101,7 @@ def test_key_spend_counts_the_companys_local_day_and_month(price):
     after = datetime(2026, 10, 31, 20, 0, tzinfo=ZoneInfo("UTC"))
     for at in (before, after):
         record_usage(
-            make_event(company, cost="0.5", occurred_at=at, api_key_id=key.pk),
+            make_event(company, cost="0.5", occurred_at=at, api_key=key),
             company=company,
             now=at,
         )
@@ -114,7 +114,7 @@ def test_key_spend_counts_the_companys_local_day_and_month(price):
 def test_every_reason_that_applies_is_given(price):
     company = make_company(monthly_spend_limit=Decimal("1"))
     key, _ = create_api_key(name="k", company=company, daily_limit="1", monthly_limit="1")
-    record_usage(make_event(company, cost="1", api_key_id=key.pk), company=company)
+    record_usage(make_event(company, cost="1", api_key=key), company=company)
     status = quota_status(company, key=key)
     assert status.reason_codes == (
         "balance",
