@@ -8,6 +8,7 @@ server-side cursor so that a million rows keep memory flat.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -180,7 +181,8 @@ def _overview(request: HttpRequest, company: Company) -> dict:
 def _usage(request: HttpRequest, company: Company) -> dict | HttpResponseBase:
     today = timezone.localtime(timezone.now(), company.tz).date()
     models = selectors.models_used(company)
-    form = UsageFilterForm(request.GET, today=today, models=models, auto_id="usage-%s")
+    keys = functools.cache(functools.partial(selectors.keys_for_filter, company))  # read once
+    form = UsageFilterForm(request.GET, today=today, models=models, keys=keys, auto_id="usage-%s")
     filters = form.filters()
     job = None
     if filters.job_id is not None:
