@@ -39,7 +39,8 @@ def parse_limit(value: Decimal | str | None, field: str) -> Decimal | None:
     return limit
 
 
-def _check_limits_scope(company: Company | None, daily, monthly) -> None:
+def check_limits_scope(company: Company | None, daily, monthly) -> None:
+    """Limits only on company keys (InvalidInput naming the limit otherwise)."""
     if company is None and (daily is not None or monthly is not None):
         raise InvalidInput(
             "Spend limits are for company keys only (a platform key's spend has no one time zone).",
@@ -59,7 +60,7 @@ def create_api_key(
     """Create a key; returns it and the secret, which is never stored or shown again."""
     daily = parse_limit(daily_limit, "daily_limit")
     monthly = parse_limit(monthly_limit, "monthly_limit")
-    _check_limits_scope(company, daily, monthly)
+    check_limits_scope(company, daily, monthly)
     prefix = secrets.token_hex(4)
     secret = f"{API_KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     key = APIKey.objects.create(
@@ -111,7 +112,7 @@ def set_api_key_limits(
         key.daily_limit = parse_limit(daily_limit, "daily_limit")  # type: ignore[arg-type]
     if monthly_limit is not _UNCHANGED:
         key.monthly_limit = parse_limit(monthly_limit, "monthly_limit")  # type: ignore[arg-type]
-    _check_limits_scope(key.company, key.daily_limit, key.monthly_limit)
+    check_limits_scope(key.company, key.daily_limit, key.monthly_limit)
     key.save(update_fields=["daily_limit", "monthly_limit"])
     record_audit(
         action="api_key.limits",

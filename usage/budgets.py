@@ -143,3 +143,70 @@ def key_spend(company: Company, key: APIKey, now: datetime) -> tuple[Decimal, De
         api_key_id=key.pk, occurred_on__gte=today.replace(day=1), occurred_on__lte=today
     ).aggregate(month=Sum("cost"), day=Sum("cost", filter=Q(occurred_on=today)))
     return totals["day"] or ZERO, totals["month"] or ZERO
+
+
+@dataclass(frozen=True)
+class KeyUse:
+    """One key's limits and what it used of them, for the billing page."""
+
+    name: str
+    daily_limit: Decimal | None
+    monthly_limit: Decimal | None
+    day_spend: Decimal
+    month_spend: Decimal
+    held: Decimal
+
+
+@dataclass(frozen=True)
+class BudgetUse:
+    held: Decimal  # the company's open holds
+    holds: int
+    keys: list[KeyUse]
+
+
+_KEY_SPEND = f"""
+SELECT u.api_key_id, COALESCE(SUM(u.cost) FILTER (WHERE u.occurred_on = %(today)s), 0),
+       COALESCE(SUM(u.cost), 0)
+  FROM {QuestionGenerationUsage._meta.db_table} u
+ WHERE u.api_key_id = ANY(%(keys)s) AND u.occurred_on BETWEEN %(first)s AND %(today)s
+ GROUP BY u.api_key_id"""
+_HOLDS_BY_KEY = f"""
+SELECT api_key_id, COUNT(*), SUM(amount) FROM {Reservation._meta.db_table}
+ WHERE company_id = %(company)s AND status = 'open' AND expires_at > %(now)s
+ GROUP BY api_key_id"""
+
+
+def budget_use(company: Company, now: datetime | None = None) -> BudgetUse:
+    """The company's open holds and each active key's limits and use: three queries
+    whatever the number of keys (the keys, their spend, the holds)."""
+    now = now or timezone.now()
+    today = timezone.localtime(now, company.tz).date()
+    keys = list(
+        APIKey.objects.filter(company=company, revoked_at__isnull=True)
+        .order_by("name", "pk")
+        .only("pk", "name", "daily_limit", "monthly_limit")
+    )
+    params = {"company": company.pk, "now": now, "today": today, "first": today.replace(day=1)}
+    with connection.cursor() as cursor:
+        cursor.execute(_HOLDS_BY_KEY, params)
+        holds = {key: (n, total) for key, n, total in cursor.fetchall()}
+        spend = {}
+        if keys:
+            cursor.execute(_KEY_SPEND, {**params, "keys": [k.pk for k in keys]})
+            spend = {key: (day, month) for key, day, month in cursor.fetchall()}
+    uses = [
+        KeyUse(
+            name=k.name,
+            daily_limit=k.daily_limit,
+            monthly_limit=k.monthly_limit,
+            day_spend=spend.get(k.pk, (ZERO, ZERO))[0],
+            month_spend=spend.get(k.pk, (ZERO, ZERO))[1],
+            held=holds.get(k.pk, (0, ZERO))[1],
+        )
+        for k in keys
+    ]
+    return BudgetUse(
+        held=sum((total for _, total in holds.values()), ZERO),
+        holds=sum(n for n, _ in holds.values()),
+        keys=uses,
+    )

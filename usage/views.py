@@ -30,6 +30,7 @@ from config.routers import use_replica
 from core.errors import InvalidInput
 from usage import selectors
 from usage.access import company_for, is_platform_staff, visible_companies
+from usage.budgets import budget_use
 from usage.charts import daily_stacked_chart, spend_trend_chart
 from usage.forms import CreditFilterForm, UsageFilterForm, form_error_fields
 from usage.models import Job, QuestionGenerationUsage
@@ -175,6 +176,7 @@ def _overview(request: HttpRequest, company: Company) -> dict:
         "spend": spend,
         "warnings": warnings,
         "unpriced": selectors.unpriced_of(company),
+        "budget": budget_use(company),
     }
 
 
