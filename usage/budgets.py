@@ -98,11 +98,14 @@ def read_budget(
     key: APIKey | None = None,
     balance: Decimal,
     now: datetime | None = None,
+    key_figures: bool = False,
 ) -> Budget:
     """The budget of `company` (and of `key`, if it is one of the company's keys).
 
     `balance` is the caller's: read plainly by the quota check, under the
-    balance row lock by an admission (billing.ledger.lock_balance).
+    balance row lock by an admission (billing.ledger.lock_balance). The key's
+    spend is read when it has a limit, or when `key_figures` asks (the quota
+    check shows it): an admission for an unlimited key skips that query.
     """
     now = now or timezone.now()
     spend, unpriced = month_to_date_totals(company, now)
@@ -110,7 +113,8 @@ def read_budget(
     held, key_held = open_holds(company, company_key, now)
     key_budget = None
     if company_key is not None:
-        day, month = key_spend(company, company_key, now)
+        needed = key_figures or company_key.has_limits
+        day, month = key_spend(company, company_key, now) if needed else (ZERO, ZERO)
         key_budget = KeyBudget(key=company_key, day_spend=day, month_spend=month, held=key_held)
     return Budget(
         company=company,

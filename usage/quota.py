@@ -45,7 +45,8 @@ def quota_status(
 ) -> QuotaStatus:
     """The company's quota, and the calling key's when it is one of the company's keys."""
     now = now or timezone.now()
-    budget = read_budget(company, key=key, balance=current_balance(company), now=now)
+    balance = current_balance(company)
+    budget = read_budget(company, key=key, balance=balance, now=now, key_figures=True)
     codes = budget.refusals()
     return QuotaStatus(
         balance=budget.balance,

@@ -162,6 +162,7 @@ def budgets(ctx: Context) -> list[Result]:
     try:
         for scope in ("company", "key"):
             results.append(_measure(ctx, scope, rounds))
+        results.append(_one_at_a_time(ctx))
     finally:
         delete_companies("external_id LIKE %s", ["bench-budgets-%"])
     return results
@@ -209,11 +210,41 @@ def _measure(ctx: Context, scope: str, rounds: int) -> Result:
         f"started {_range([x.started for x in with_holds])} of {N}",
         f"quota check only: overspend {_share_range(without)} of the limit "
         f"(worst {worst_without.overspend}); started {_range([x.started for x in without])} of {N}",
-        f"latency above: one reservation while {N} ask at once, {rounds} rounds",
+        f"latency above: one reservation while {N} ask at once for the same company "
+        f"(admissions of a company queue on its balance row), {rounds} rounds; "
+        f"p50 {result.median:.1f} ms, p99 {result.p99:.1f} ms",
     ]
     if errors:
         result.status = "error"
         result.notes.append(f"{len(errors)} generations failed, first: {errors[0]}")
+    return result
+
+
+def _one_at_a_time(ctx: Context, count: int = 200) -> Result:
+    """A reservation's own latency, without others waiting on the same company."""
+    from bench.measure import timed
+    from usage.reservations import Estimate, reserve
+
+    company, key, _ = _world("key", "single")
+    key.daily_limit = Decimal(10**6)  # a limit to check, never reached: every hold admitted
+    key.save(update_fields=["daily_limit"])
+    counter = iter(range(10**9))
+
+    def once() -> None:
+        reserve(
+            company=company,
+            api_key=key,
+            estimate=Estimate(cost=Decimal("0.0001")),
+            idempotency_key=f"single-{next(counter)}",
+        )
+
+    result = Result(
+        name="reserve_one",
+        title="POST /reservations' service, one at a time (key with limits)",
+        target="a few ms: it is one short transaction",
+    )
+    fill(result, timed(once, warmup=5, repeat=ctx.repeat * 40 if ctx.repeat else count))
+    result.notes.append(f"p99 {result.p99:.1f} ms")
     return result
 
 
