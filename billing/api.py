@@ -56,6 +56,7 @@ STATUS_BY_CODE = {
     "job_of_another_company": 403,
     "company_not_found": 404,
     "not_found": 404,
+    "price_not_found": 404,
     "idempotency_conflict": 409,
     "conflict": 409,
     "validation_error": 422,

@@ -29,3 +29,9 @@ class ReservationClosed(ServiceError):
     """A usage event names a hold that was released or settled by another usage."""
 
     code = "conflict"
+
+
+class PriceNotFound(ServiceError):
+    """An estimate of a model (or tier) that no price covers now: nothing to hold."""
+
+    code = "price_not_found"

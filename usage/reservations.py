@@ -45,7 +45,7 @@ from core.errors import IdempotencyConflict, InvalidInput, ServiceError
 from core.sql import json_rows, recordset
 from core.text import unstorable_path
 from usage.budgets import REASONS, read_budget
-from usage.errors import BudgetExceeded, ReservationClosed, ReservationNotFound
+from usage.errors import BudgetExceeded, PriceNotFound, ReservationClosed, ReservationNotFound
 from usage.events import (
     COUNT_FIELDS,
     SERVICE_TIERS,
@@ -197,7 +197,10 @@ def _priced(estimate: Estimate, now: datetime) -> Decimal:
         raise _invalid(errors)
     price = PriceBook({estimate.model}).in_effect(estimate.model, now, tier)
     if price is None:
-        raise _invalid({"estimate.model": "has no price in effect today; send a cost"})
+        raise PriceNotFound(
+            f"No price of {estimate.model!r} ({tier}) is in effect now: send the estimate as a cost.",
+            fields={"estimate.model": "has no price in effect now; send a cost"},
+        )
     tokens = Tokens(
         prompt=estimate.prompt_tokens, completion=estimate.completion_tokens, cached=cached
     )

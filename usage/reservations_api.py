@@ -146,7 +146,11 @@ RESERVATION_LINK = {
         "ReservationDetail": {
             "operationId": "usage_reservations_api_reservation_view",
             "parameters": {"reservation_id": "$response.body#/id"},
-        }
+        },
+        "ReleaseReservation": {
+            "operationId": "usage_reservations_api_release_view",
+            "parameters": {"reservation_id": "$response.body#/id"},
+        },
     }
 }
 

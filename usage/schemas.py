@@ -100,9 +100,18 @@ def _usage_rules(schema: dict[str, Any]) -> None:
         one_of_required=("job_id", "draft_job_id"),
     )
     # The tokens come as the flat fields or as the provider's own usage object.
+    # Present and not null: a null count, or a null provider object, is no tokens.
     tokens = [
-        {"required": ["prompt_tokens", "completion_tokens"]},
-        {"required": ["provider", "usage"]},
+        {
+            "required": ["prompt_tokens", "completion_tokens"],
+            "properties": {
+                name: {"type": "integer"} for name in ("prompt_tokens", "completion_tokens")
+            },
+        },
+        {
+            "required": ["provider", "usage"],
+            "properties": {"provider": {"type": "string"}, "usage": {"type": "object"}},
+        },
     ]
     schema["allOf"] = [{"anyOf": schema.pop("anyOf")}, {"anyOf": tokens}]
 

@@ -61,7 +61,6 @@ def test_an_estimate_of_tokens_is_priced_at_todays_price(api, company, price):
     ("estimate", "extra", "field"),
     [
         ({"cost": "1", "model": "gpt-test"}, {}, "estimate"),
-        ({"model": "no-price", "prompt_tokens": 1, "completion_tokens": 1}, {}, "estimate.model"),
         ({"model": "gpt-test", "prompt_tokens": 1}, {}, "estimate.completion_tokens"),
         ({"cost": "-1"}, {}, "estimate.cost"),
         ({"cost": "1"}, {"ttl_seconds": 10**6}, "ttl_seconds"),
@@ -73,6 +72,12 @@ def test_a_bad_reservation_is_refused_naming_its_field(api, company, price, esti
     error = assert_error(response, 422, "validation_error")
     assert field in error["fields"]
     assert not Reservation.objects.exists()
+
+
+def test_an_estimate_of_a_model_without_a_price_is_a_404_naming_the_model(api, company, price):
+    estimate = {"model": "no-price", "prompt_tokens": 1, "completion_tokens": 1}
+    response = api.post("/reservations", hold_body(company, estimate=estimate))
+    assert "estimate.model" in assert_error(response, 404, "price_not_found")["fields"]
 
 
 def test_usage_that_names_its_hold_settles_it_at_the_actual_cost(api, company, price):
