@@ -36,6 +36,7 @@ def _tables() -> dict[str, str]:
         "price": ModelPrice._meta.db_table,
         "usage": apps.get_model("usage", "QuestionGenerationUsage")._meta.db_table,
         "rollup": apps.get_model("usage", "UsageDailyRollup")._meta.db_table,
+        "keyspend": apps.get_model("usage", "KeyDailySpend")._meta.db_table,
         "hold": Reservation._meta.db_table,
         "apikey": APIKey._meta.db_table,
     }
@@ -182,6 +183,19 @@ CHECKS: dict[str, str] = {
             OR COALESCE(raw.cost, 0) <> COALESCE(r.cost, 0)
             OR COALESCE(raw.unpriced, 0) <> COALESCE(r.unpriced, 0)
          GROUP BY 1""",
+    "key_spend_equals_usage": """
+        SELECT COALESCE(raw.company_id, s.company_id), COUNT(*) || ' per-key spend buckets '
+               || 'differ from the usage rows, first ' || MIN(COALESCE(raw.day, s.day))
+          FROM (SELECT api_key_id, company_id, occurred_on AS day, COUNT(*) AS generations,
+                       COALESCE(SUM(cost), 0) AS cost, COUNT(*) FILTER (WHERE cost IS NULL) AS unpriced
+                  FROM {usage} u WHERE api_key_id IS NOT NULL {c:u}
+                 GROUP BY api_key_id, company_id, occurred_on) raw
+          FULL JOIN (SELECT * FROM {keyspend} s WHERE TRUE {c:s}) s
+            ON s.api_key_id = raw.api_key_id AND s.company_id = raw.company_id AND s.day = raw.day
+         WHERE COALESCE(raw.generations, 0) <> COALESCE(s.generations, 0)
+            OR COALESCE(raw.cost, 0) <> COALESCE(s.cost, 0)
+            OR COALESCE(raw.unpriced, 0) <> COALESCE(s.unpriced, 0)
+         GROUP BY 1""",
     # Holds are never money: they only have to agree with the usage that settled them.
     "settled_holds_match_their_usage": """
         SELECT h.company_id, COUNT(*) || ' settled holds whose usage row is missing, of another '
@@ -205,7 +219,7 @@ def _sql(template: str, company_id: uuid.UUID | None) -> str:
     sql = template
     for name, table in _tables().items():
         sql = sql.replace("{" + name + "}", table)
-    for alias in ("b", "e", "u", "lot", "r", "h"):
+    for alias in ("b", "e", "u", "lot", "r", "h", "s"):
         clause = f"AND {alias}.company_id = %(company)s" if company_id else ""
         sql = sql.replace("{c:" + alias + "}", clause)
     return sql

@@ -4,7 +4,7 @@ the admission of a hold share.
 A :class:`Budget` is read in four queries: the balance, the company's
 month-to-date spend (the exact daily rollup), its open holds and the key's
 among them (one query over the partial index of open holds), and the key's
-spend today and this month (the partial covering index `usage_key_day`). Days
+spend today and this month (the exact per-key rollup, KeyDailySpend). Days
 and months are the company's time zone. A hold whose `expires_at` has passed
 counts as released here, whether or not `expire_reservations` has marked it.
 
@@ -25,7 +25,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing.models import APIKey, Company, Reservation
-from usage.models import QuestionGenerationUsage
+from usage.models import KeyDailySpend
 from usage.selectors import month_to_date_totals
 
 ZERO = Decimal(0)
@@ -141,11 +141,12 @@ def open_holds(company: Company, key: APIKey | None, now: datetime) -> tuple[Dec
 
 
 def key_spend(company: Company, key: APIKey, now: datetime) -> tuple[Decimal, Decimal]:
-    """The key's spend today and this month (the company's days), from usage_key_day."""
+    """The key's spend today and this month (the company's days): at most 31 buckets of
+    the exact per-key rollup (usage.models.KeyDailySpend)."""
     today = timezone.localtime(now, company.tz).date()
-    totals = QuestionGenerationUsage.objects.filter(
-        api_key_id=key.pk, occurred_on__gte=today.replace(day=1), occurred_on__lte=today
-    ).aggregate(month=Sum("cost"), day=Sum("cost", filter=Q(occurred_on=today)))
+    totals = KeyDailySpend.objects.filter(
+        api_key_id=key.pk, company_id=company.pk, day__gte=today.replace(day=1), day__lte=today
+    ).aggregate(month=Sum("cost"), day=Sum("cost", filter=Q(day=today)))
     return totals["day"] or ZERO, totals["month"] or ZERO
 
 
@@ -169,11 +170,11 @@ class BudgetUse:
 
 
 _KEY_SPEND = f"""
-SELECT u.api_key_id, COALESCE(SUM(u.cost) FILTER (WHERE u.occurred_on = %(today)s), 0),
-       COALESCE(SUM(u.cost), 0)
-  FROM {QuestionGenerationUsage._meta.db_table} u
- WHERE u.api_key_id = ANY(%(keys)s) AND u.occurred_on BETWEEN %(first)s AND %(today)s
- GROUP BY u.api_key_id"""
+SELECT s.api_key_id, COALESCE(SUM(s.cost) FILTER (WHERE s.day = %(today)s), 0),
+       COALESCE(SUM(s.cost), 0)
+  FROM {KeyDailySpend._meta.db_table} s
+ WHERE s.company_id = %(company)s AND s.day BETWEEN %(first)s AND %(today)s
+ GROUP BY s.api_key_id"""
 _HOLDS_BY_KEY = f"""
 SELECT api_key_id, COUNT(*), SUM(amount) FROM {Reservation._meta.db_table}
  WHERE company_id = %(company)s AND status = 'open' AND expires_at > %(now)s
@@ -196,7 +197,7 @@ def budget_use(company: Company, now: datetime | None = None) -> BudgetUse:
         holds = {key: (n, total) for key, n, total in cursor.fetchall()}
         spend = {}
         if keys:
-            cursor.execute(_KEY_SPEND, {**params, "keys": [k.pk for k in keys]})
+            cursor.execute(_KEY_SPEND, params)
             spend = {key: (day, month) for key, day, month in cursor.fetchall()}
     uses = [
         KeyUse(

@@ -307,7 +307,7 @@ _USAGE_ATTNAMES = [f.attname for f in QuestionGenerationUsage._meta.concrete_fie
 
 
 _ON_KEY_CONFLICT = "ON CONFLICT (company_id, idempotency_key) DO NOTHING"
-_ROLLED_UP = "id, company_id, occurred_on, model, status, question_count, prompt_tokens, cached_prompt_tokens, completion_tokens, cost"  # fmt: skip
+_ROLLED_UP = "id, company_id, occurred_on, model, status, question_count, prompt_tokens, cached_prompt_tokens, completion_tokens, cost, api_key_id"  # fmt: skip
 
 
 def insert_usage_rows(rows: list[QuestionGenerationUsage]) -> set[uuid.UUID]:
@@ -326,7 +326,8 @@ def insert_usage_rows(rows: list[QuestionGenerationUsage]) -> set[uuid.UUID]:
     insert, params = recordset_insert(QuestionGenerationUsage, rows)
     sql = (
         f"WITH inserted AS ({insert} {_ON_KEY_CONFLICT} RETURNING {_ROLLED_UP}),"
-        f" buckets AS ({rollup.FROM_INSERTED}) SELECT id FROM inserted"
+        f" buckets AS ({rollup.FROM_INSERTED}),"
+        f" key_buckets AS ({rollup.KEY_FROM_INSERTED}) SELECT id FROM inserted"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

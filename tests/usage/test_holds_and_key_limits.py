@@ -18,12 +18,15 @@ from billing.api_keys import create_api_key, set_api_key_limits
 from billing.invariants import check_ledger
 from billing.models import APIKey, Reservation
 from core.errors import InvalidInput
-from tests.conftest import give_credit, make_company, make_event
+from tests.conftest import give_credit, make_company, make_event, make_price
 from usage.budgets import key_spend
 from usage.errors import BudgetExceeded
+from usage.models import KeyDailySpend
+from usage.pricing import reprice_usage
 from usage.quota import quota_status
 from usage.recording import record_usage
 from usage.reservations import Estimate, reserve
+from usage.timezones import change_company_timezone
 
 pytestmark = pytest.mark.django_db
 
@@ -134,3 +137,20 @@ def test_a_hold_fits_exactly_up_to_the_line(company):
     with pytest.raises(BudgetExceeded):
         hold(company, cost="0.000000000001", ikey="c")
     assert not quota_status(company).allowed
+
+
+def test_the_per_key_spend_follows_repricing_and_a_time_zone_change(price):
+    company = make_company()
+    give_credit(company, "100")
+    key, _ = create_api_key(name="k", company=company, daily_limit="100")
+    record_usage(make_event(company, model="later", api_key=key), company=company)  # unpriced
+    record_usage(make_event(company, api_key=key), company=company)  # 0.0075
+    bucket = KeyDailySpend.objects.get()
+    assert (bucket.generations, bucket.cost, bucket.unpriced) == (2, Decimal("0.0075"), 1)
+    make_price("later", output="20")
+    reprice_usage(apply=True)
+    bucket.refresh_from_db()
+    assert (bucket.cost, bucket.unpriced) == (Decimal("0.0075") + Decimal("0.0125"), 0)
+    change_company_timezone(company=company, timezone_name="Pacific/Kiritimati")
+    assert check_ledger() == []
+    assert sum(b.cost for b in KeyDailySpend.objects.all()) == Decimal("0.02")

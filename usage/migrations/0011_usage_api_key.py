@@ -3,8 +3,7 @@
 The usage table may hold tens of millions of rows. Adding a nullable column
 without a default is a catalogue change (no rewrite). The foreign key is added
 NOT VALID, so adding it does not scan the table under a lock that blocks
-writes; the next migration validates it (a scan that does not block writes)
-and builds the key's index CONCURRENTLY.
+writes; the next migration validates it (a scan that does not block writes).
 """
 
 from django.db import migrations, models
