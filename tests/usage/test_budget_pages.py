@@ -40,7 +40,7 @@ def test_the_overview_shows_holds_and_each_keys_use_in_fixed_queries(
     ):  # tests/usage/test_billing_queries.py, + the keys' spend
         response = staff_client.get(reverse("billing:company", args=[company.pk]))
     html = response.content.decode()
-    assert f"{keys} open hold" in html
+    assert f"in {keys} open hold" in html
     assert "Holds and API key limits" in html
     use = response.context["budget"].keys[0]
     assert (use.day_spend, use.month_spend, use.held) == (Decimal(3), Decimal(3), Decimal("0.5"))
