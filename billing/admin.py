@@ -758,6 +758,7 @@ class BillingAlertAdmin(ReadOnlyAdmin):
     list_display = [
         "created_local",
         "company",
+        "api_key",
         "kind",
         "period",
         "balance_shown",
@@ -768,6 +769,7 @@ class BillingAlertAdmin(ReadOnlyAdmin):
     ]
     fields = readonly_fields = [
         "company",
+        "api_key",
         "kind",
         "period",
         "balance_exact",
@@ -783,11 +785,11 @@ class BillingAlertAdmin(ReadOnlyAdmin):
     rearmed_local = staticmethod(time_column("rearmed_at", "Re-armed"))
     balance_shown = staticmethod(money_column("balance", "Balance"))
     threshold_shown = staticmethod(money_column("threshold", "Threshold"))
-    spend_shown = staticmethod(money_column("month_to_date_spend", "Spend this month"))
+    spend_shown = staticmethod(money_column("month_to_date_spend", "Spend in the period"))
     balance_exact = staticmethod(exact_money_field("balance", "Balance"))
     threshold_exact = staticmethod(exact_money_field("threshold", "Threshold"))
-    spend_exact = staticmethod(exact_money_field("month_to_date_spend", "Spend this month"))
+    spend_exact = staticmethod(exact_money_field("month_to_date_spend", "Spend in the period"))
     list_filter = ["kind", ("emailed_at", admin.EmptyFieldListFilter)]
-    search_fields = ["company__name", "company__external_id", "recipients"]
-    list_select_related = ["company"]
+    search_fields = ["company__name", "company__external_id", "api_key__name", "recipients"]
+    list_select_related = ["company", "api_key"]
     date_hierarchy = "created_at"

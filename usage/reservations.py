@@ -43,7 +43,6 @@ from billing.money import AmountError, plain, quantize_amount
 from billing.prices import PriceBook, Tokens, charge_for
 from core.errors import IdempotencyConflict, InvalidInput, ServiceError
 from core.sql import json_rows, recordset
-from core.text import unstorable_path
 from usage.budgets import REASONS, read_budget
 from usage.errors import BudgetExceeded, PriceNotFound, ReservationClosed, ReservationNotFound
 from usage.events import (
@@ -219,12 +218,6 @@ def _fingerprint(
     }
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(encoded.encode()).hexdigest()
-
-
-def check_estimate_text(payload: dict) -> None:
-    """The text rule (core.text) over a reservation body's strings."""
-    if (bad := unstorable_path(payload)) is not None:
-        raise _invalid(dict([bad]))
 
 
 # --- Settling: called by usage.recording inside its transaction ------------------------

@@ -18,7 +18,6 @@ from core.openapi import NON_BLANK, STORABLE, document
 from usage.models import INT32_MAX
 from usage.reservations import (
     Estimate,
-    check_estimate_text,
     get_reservation,
     release,
     reserve,
@@ -163,7 +162,6 @@ RESERVATION_LINK = {
 def reserve_view(request: HttpRequest, payload: ReservationIn):
     """Hold the estimate's cost before a generation starts: 201 with the hold (200 for a
     replay), or 402 `budget_exceeded` naming every line it would cross."""
-    check_estimate_text(payload.model_dump())
     company = company_for(request, payload.company)
     estimate = Estimate(**payload.estimate.model_dump())
     result = reserve(
