@@ -4,7 +4,8 @@ The OpenAPI schema states every rule JSON Schema can (types, lengths, ranges,
 patterns, required properties). Three it cannot: the token breakdown's
 relations between fields (cache reads and writes within prompt_tokens,
 reasoning within completion_tokens), occurred_at between 1970 and a few
-minutes after the server's clock (a bound that moves), and the shape of a
+minutes after the server's clock (a bound that moves), a reservation
+estimate's cache reads within its prompt, and the shape of a
 provider's own usage object, which depends on `provider` (usage.providers
 reads each shape strictly; the schema names the field, not the four shapes).
 Generated *positive* cases are brought, just before they are sent, within them here (the provider object
@@ -32,7 +33,26 @@ def _count(event: dict, name: str) -> int:
     return int(value) if _is_count(value) else 0
 
 
+COUNTS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_prompt_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+)
+
+
+def _whole_numbers(event: dict) -> None:
+    """JSON's 12.0 is the integer 12 (the API reads it so): compare them as integers."""
+    for name in COUNTS:
+        value = event.get(name)
+        if isinstance(value, float) and value.is_integer():
+            event[name] = int(value)
+
+
 def _within_token_rules(event: dict) -> None:
+    _whole_numbers(event)
     if "provider" in event or "usage" in event:
         event.pop("provider", None)
         event.pop("usage", None)
@@ -62,10 +82,24 @@ def _within_rules(event: dict) -> None:
             event["occurred_at"] = datetime.now(UTC).isoformat()
 
 
+def _estimate_within_rules(body: dict) -> None:
+    """A reservation's estimate: cache reads within its prompt (usage.reservations)."""
+    estimate = body.get("estimate")
+    if isinstance(estimate, dict):
+        _whole_numbers(estimate)
+    if isinstance(estimate, dict) and isinstance(estimate.get("cached_prompt_tokens"), int):
+        estimate["cached_prompt_tokens"] = min(
+            estimate["cached_prompt_tokens"], _count(estimate, "prompt_tokens")
+        )
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     # before_call, not map_case: the stateful phase fills a case from an earlier
     # response (its links) after generation, and only this hook sees what is sent.
     meta = case.meta
     if meta is not None and meta.generation.mode.is_positive and isinstance(case.body, dict):
-        _within_rules(case.body)
+        if case.operation.path.startswith("/api/v1/reservations"):
+            _estimate_within_rules(case.body)
+        else:
+            _within_rules(case.body)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from bench import report
 from bench.context import Context
 from bench.measure import Result
-from bench.scenarios import api, importer, pages, provider, reconcile, service, statements
+from bench.scenarios import api, budgets, importer, pages, provider, reconcile, service, statements
 
 # (number, name, function). Read-only scenarios first, then the ones that write.
 SCENARIOS: list[tuple[str, str, Callable]] = [
@@ -30,6 +30,7 @@ SCENARIOS: list[tuple[str, str, Callable]] = [
     ("5", "api_single", api.api_single),
     ("6", "api_batch", api.api_batch),
     ("8", "import_usage", importer.import_usage),
+    ("11", "budgets", budgets.budgets),
 ]
 
 

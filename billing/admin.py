@@ -24,6 +24,7 @@ from django.utils.html import format_html
 
 from billing.admin_display import exact_money_field, money_column, time_column, utc
 from billing.admin_paging import CappedCountMixin
+from billing.api_keys import check_limits_scope, parse_limit, set_api_key_limits
 from billing.audit import audit_changes, snapshot
 from billing.companies import TIMEZONE_CHANGE_HINT, refuse_ambiguous_external_id
 from billing.credits import post_credit
@@ -40,6 +41,7 @@ from billing.models import (
     LedgerEntry,
     Membership,
     ModelPrice,
+    Reservation,
     Statement,
 )
 from billing.money import ZERO, format_money, format_price, money_html
@@ -546,18 +548,151 @@ class LedgerEntryAdmin(CappedCountMixin, ReadOnlyAdmin):
     # the created_at list filter above offers the date ranges.
 
 
+class APIKeyAdminForm(forms.ModelForm):
+    daily_limit = AmountFormField(
+        required=False, help_text=APIKey._meta.get_field("daily_limit").help_text
+    )
+    monthly_limit = AmountFormField(
+        required=False, help_text=APIKey._meta.get_field("monthly_limit").help_text
+    )
+
+    class Meta:
+        model = APIKey
+        fields = ["name", "company", "daily_limit", "monthly_limit", "revoked_at"]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        company = data.get("company", self.instance.company if self.instance.pk else None)
+        try:
+            check_limits_scope(company, data.get("daily_limit"), data.get("monthly_limit"))
+            for name in ("daily_limit", "monthly_limit"):
+                parse_limit(data.get(name), name)
+        except InvalidInput as exc:
+            for name, reason in exc.fields.items():
+                self.add_error(name, reason)
+        return data
+
+
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "company", "created_at", "last_used_at", "revoked_at"]
+    """Limits are changed through billing.api_keys.set_api_key_limits (its checks, its
+    audit event), as `manage.py set_api_key_limits` does; what each key used of them is
+    on the company's billing page."""
+
+    form = APIKeyAdminForm
+    list_display = [
+        "name",
+        "prefix",
+        "company",
+        "daily_limit_shown",
+        "monthly_limit_shown",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix", "company__name", "company__external_id"]
     list_select_related = ["company"]
     autocomplete_fields = ["company"]
-    readonly_fields = ["prefix", "key_hash", "created_at", "created_by", "last_used_at"]
+    readonly_fields = ["prefix", "key_hash", "created_at", "created_by", "last_used_at", "holds"]
+    daily_limit_shown = staticmethod(money_column("daily_limit", "Daily limit", empty="none"))
+    monthly_limit_shown = staticmethod(money_column("monthly_limit", "Monthly limit", empty="none"))
 
     def has_add_permission(self, request) -> bool:
         # Secrets are shown once; create keys with `manage.py create_api_key`.
         return False
+
+    def get_readonly_fields(self, request, obj: APIKey | None = None):
+        # The scope of a key is its secret's meaning: never moved to another company.
+        return [*self.readonly_fields, "company"] if obj is not None else self.readonly_fields
+
+    @admin.display(description="Open holds")
+    def holds(self, obj: APIKey) -> str:
+        now = timezone.now()
+        held = Reservation.objects.filter(
+            api_key=obj, status=Reservation.Status.OPEN, expires_at__gt=now
+        ).aggregate(total=models.Sum("amount"), n=models.Count("pk"))
+        currency = obj.company.currency if obj.company_id else "USD"
+        return f"{held['n']} holding {format_money(held['total'] or ZERO, currency)}"
+
+    def save_model(self, request, obj: APIKey, form, change: bool) -> None:
+        limits = {"daily_limit", "monthly_limit"} & set(form.changed_data)
+        others = [name for name in form.changed_data if name not in limits]
+        if others:
+            obj.save(update_fields=others)
+        if limits:
+            try:
+                set_api_key_limits(
+                    prefix=obj.prefix,
+                    actor=request.user,
+                    **{name: form.cleaned_data[name] for name in limits},
+                )
+            except InvalidInput as exc:  # the form checked the same rules first
+                raise PermissionDenied(exc.message) from exc
+
+
+class HoldingFilter(admin.SimpleListFilter):
+    title = "holding now"
+    parameter_name = "holding"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Open and not expired"), ("expired", "Open past expiry")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "yes":
+            return queryset.filter(status=Reservation.Status.OPEN, expires_at__gt=now)
+        if self.value() == "expired":
+            return queryset.filter(status=Reservation.Status.OPEN, expires_at__lte=now)
+        return queryset
+
+
+@admin.register(Reservation)
+class ReservationAdmin(CappedCountMixin, ReadOnlyAdmin):
+    """Holds on budget (never money): read-only, released through the API."""
+
+    list_display = [
+        "created_local",
+        "company",
+        "api_key",
+        "status",
+        "amount_shown",
+        "expires_local",
+        "settled_cost_shown",
+        "idempotency_key",
+    ]
+    fields = readonly_fields = [
+        "id",
+        "company",
+        "api_key",
+        "status",
+        "amount_exact",
+        "estimate",
+        "job_id",
+        "draft_job_id",
+        "idempotency_key",
+        "expires_local",
+        "settled_usage_id",
+        "settled_cost_exact",
+        "closed_local",
+        "created_local",
+    ]
+    created_local = staticmethod(time_column("created_at", "Created"))
+    expires_local = staticmethod(time_column("expires_at", "Expires"))
+    closed_local = staticmethod(time_column("closed_at", "Closed"))
+    amount_shown = staticmethod(money_column("amount", "Held"))
+    amount_exact = staticmethod(exact_money_field("amount", "Held"))
+    settled_cost_shown = staticmethod(money_column("settled_cost", "Settled at"))
+    settled_cost_exact = staticmethod(exact_money_field("settled_cost", "Settled at"))
+    list_filter = ["status", HoldingFilter]
+    search_fields = [
+        "=id",
+        "company__name",
+        "company__external_id",
+        "idempotency_key",
+        "=settled_usage_id",
+    ]
+    list_select_related = ["company", "api_key"]
 
 
 @admin.register(AuditEvent)
@@ -624,6 +759,7 @@ class BillingAlertAdmin(ReadOnlyAdmin):
     list_display = [
         "created_local",
         "company",
+        "api_key",
         "kind",
         "period",
         "balance_shown",
@@ -634,6 +770,7 @@ class BillingAlertAdmin(ReadOnlyAdmin):
     ]
     fields = readonly_fields = [
         "company",
+        "api_key",
         "kind",
         "period",
         "balance_exact",
@@ -649,13 +786,13 @@ class BillingAlertAdmin(ReadOnlyAdmin):
     rearmed_local = staticmethod(time_column("rearmed_at", "Re-armed"))
     balance_shown = staticmethod(money_column("balance", "Balance"))
     threshold_shown = staticmethod(money_column("threshold", "Threshold"))
-    spend_shown = staticmethod(money_column("month_to_date_spend", "Spend this month"))
+    spend_shown = staticmethod(money_column("month_to_date_spend", "Spend in the period"))
     balance_exact = staticmethod(exact_money_field("balance", "Balance"))
     threshold_exact = staticmethod(exact_money_field("threshold", "Threshold"))
-    spend_exact = staticmethod(exact_money_field("month_to_date_spend", "Spend this month"))
+    spend_exact = staticmethod(exact_money_field("month_to_date_spend", "Spend in the period"))
     list_filter = ["kind", ("emailed_at", admin.EmptyFieldListFilter)]
-    search_fields = ["company__name", "company__external_id", "recipients"]
-    list_select_related = ["company"]
+    search_fields = ["company__name", "company__external_id", "api_key__name", "recipients"]
+    list_select_related = ["company", "api_key"]
     date_hierarchy = "created_at"
 
 

@@ -17,7 +17,7 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from billing.models import BillingAlert, Company
+from billing.models import APIKey, BillingAlert, Company
 from billing.money import format_money
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,37 @@ def evaluate_alerts(
     return [alert for alert in raised if alert is not None]
 
 
+def evaluate_key_alerts(
+    *,
+    company: Company,
+    key: APIKey,
+    day_spend: Decimal,
+    month_spend: Decimal,
+    added_today: Decimal,
+    added_this_month: Decimal,
+    balance: Decimal,
+    now: datetime | None = None,
+) -> list[BillingAlert]:
+    """Raise the 80 % and 100 % alerts of the key's daily and monthly limits that this
+    posting crossed. The spends are the key's after it; the `added_*` parts are what
+    it added to them (the spend before is the difference)."""
+    now = now or timezone.now()
+    local = timezone.localtime(now, company.tz)
+    lines = (
+        (key.daily_limit, day_spend, added_today, local.strftime("%Y-%m-%d")),
+        (key.monthly_limit, month_spend, added_this_month, local.strftime("%Y-%m")),
+    )
+    raised = []
+    for limit, spend, added, period in lines:
+        if not limit or not added:
+            continue
+        for kind, share in SPEND_LINES:
+            line = limit * share
+            if spend - added < line <= spend:
+                raised.append(_raise(company, kind, period, balance, line, spend, key=key))
+    return [alert for alert in raised if alert is not None]
+
+
 def _raise(
     company: Company,
     kind: str,
@@ -70,6 +101,8 @@ def _raise(
     balance: Decimal,
     threshold: Decimal,
     spend: Decimal | None,
+    *,
+    key: APIKey | None = None,
 ) -> BillingAlert | None:
     """Record the alert unless this crossing already has one; mail it on commit."""
     recipients = company.billing_email_list
@@ -77,6 +110,7 @@ def _raise(
         with transaction.atomic():
             alert = BillingAlert.objects.create(
                 company=company,
+                api_key=key,
                 kind=kind,
                 period=period,
                 balance=balance,
@@ -109,6 +143,16 @@ def _message(alert: BillingAlert, company: Company) -> tuple[str, str]:
             f"The credit balance of {company.name} fell to {money(alert.balance)}, below the "
             f"low-balance threshold of {money(alert.threshold)}. Buy credits to keep "
             "generating questions without interruption."
+        )
+    elif alert.api_key_id is not None:
+        share = "100%" if alert.kind == BillingAlert.Kind.SPEND_100 else "80%"
+        span = "daily" if len(alert.period) > 7 else "monthly"
+        limit = alert.threshold if share == "100%" else alert.threshold / Decimal("0.8")
+        subject = f"[{company.name}] API key {alert.api_key.name}: {share} of its {span} limit"
+        body = (
+            f"The API key {alert.api_key.name!r} of {company.name} has spent "
+            f"{money(alert.month_to_date_spend)} in {alert.period}, reaching {share} of its "
+            f"{span} limit of {money(limit)}."
         )
     else:
         share = "100%" if alert.kind == BillingAlert.Kind.SPEND_100 else "80%"

@@ -51,10 +51,12 @@ STATUS_BY_CODE = {
     "malformed_json": 400,
     "bad_request": 400,
     "unauthorized": 401,
+    "budget_exceeded": 402,
     "forbidden": 403,
     "job_of_another_company": 403,
     "company_not_found": 404,
     "not_found": 404,
+    "price_not_found": 404,
     "idempotency_conflict": 409,
     "conflict": 409,
     "validation_error": 422,
@@ -65,6 +67,12 @@ class ErrorDetail(Schema):
     code: str = Field(..., description="Stable, e.g. validation_error, company_not_found.")
     message: str
     fields: dict[str, str] = Field(..., description="The inputs at fault: {field: reason}.")
+    reasons: list[str] | None = Field(
+        None,
+        description="Only with budget_exceeded (a refused reservation): every budget line "
+        "the hold would cross: balance, company_monthly_limit, key_daily_limit, "
+        "key_monthly_limit, company_inactive.",
+    )
 
 
 class ErrorOut(Schema):
@@ -76,6 +84,7 @@ class ErrorOut(Schema):
 # What any operation may answer besides its success, in the one error shape.
 READ_ERRORS = (401, 403, 404, 422, 429, 500)
 WRITE_ERRORS = (400, 401, 403, 404, 409, 411, 413, 415, 422, 429, 500)
+RESERVE_ERRORS = (*WRITE_ERRORS, 402)
 
 
 def responses(ok: dict[int, Any], errors: tuple[int, ...] = WRITE_ERRORS) -> dict[int, Any]:
@@ -149,6 +158,8 @@ def check_body(request: HttpRequest) -> None:
         raise ApiError(
             413, "payload_too_large", f"The request body is over the limit of {limit} bytes."
         )
+    if request.method == "DELETE" and not length:
+        return  # a DELETE carries no body: nothing to type
     if request.content_type != "application/json":
         raise ApiError(
             415,

@@ -19,10 +19,12 @@ from django.db import connection
 from django.utils import timezone
 
 from billing.models import (
+    APIKey,
     CreditBalance,
     CreditLot,
     LedgerEntry,
     ModelPrice,
+    Reservation,
     Statement,
     StatementLine,
 )
@@ -45,6 +47,9 @@ def _tables() -> dict[str, str]:
         "line": StatementLine._meta.db_table,
         "usage": apps.get_model("usage", "QuestionGenerationUsage")._meta.db_table,
         "rollup": apps.get_model("usage", "UsageDailyRollup")._meta.db_table,
+        "keyspend": apps.get_model("usage", "KeyDailySpend")._meta.db_table,
+        "hold": Reservation._meta.db_table,
+        "apikey": APIKey._meta.db_table,
     }
 
 
@@ -258,6 +263,35 @@ CHECKS: dict[str, str] = {
                 OR (s.entries_through > 0 AND (last.company_id IS DISTINCT FROM s.company_id
                     OR last.balance_after IS DISTINCT FROM s.closing))) {c:s}
          GROUP BY s.company_id""",
+    "key_spend_equals_usage": """
+        SELECT COALESCE(raw.company_id, s.company_id), COUNT(*) || ' per-key spend buckets '
+               || 'differ from the usage rows, first ' || MIN(COALESCE(raw.day, s.day))
+          FROM (SELECT api_key_id, company_id, occurred_on AS day, COUNT(*) AS generations,
+                       COALESCE(SUM(cost), 0) AS cost, COUNT(*) FILTER (WHERE cost IS NULL) AS unpriced
+                  FROM {usage} u WHERE api_key_id IS NOT NULL {c:u}
+                 GROUP BY api_key_id, company_id, occurred_on) raw
+          FULL JOIN (SELECT * FROM {keyspend} s WHERE TRUE {c:s}) s
+            ON s.api_key_id = raw.api_key_id AND s.company_id = raw.company_id AND s.day = raw.day
+         WHERE COALESCE(raw.generations, 0) <> COALESCE(s.generations, 0)
+            OR COALESCE(raw.cost, 0) <> COALESCE(s.cost, 0)
+            OR COALESCE(raw.unpriced, 0) <> COALESCE(s.unpriced, 0)
+         GROUP BY 1""",
+    # Holds are never money: they only have to agree with the usage that settled them.
+    "settled_holds_match_their_usage": """
+        SELECT h.company_id, COUNT(*) || ' settled holds whose usage row is missing, of another '
+               || 'company, or settles another hold too'
+          FROM {hold} h
+          LEFT JOIN {usage} u ON u.id = h.settled_usage_id
+         WHERE h.status = 'settled' {c:h}
+           AND (u.id IS NULL OR u.company_id <> h.company_id
+                OR EXISTS (SELECT 1 FROM {hold} o
+                            WHERE o.settled_usage_id = h.settled_usage_id AND o.id <> h.id))
+         GROUP BY h.company_id""",
+    "holds_of_their_company_keys": """
+        SELECT h.company_id, COUNT(*) || ' holds asked for by a key of another company'
+          FROM {hold} h JOIN {apikey} k ON k.id = h.api_key_id
+         WHERE k.company_id IS NOT NULL AND k.company_id <> h.company_id {c:h}
+         GROUP BY h.company_id""",
 }
 
 
@@ -265,7 +299,7 @@ def _sql(template: str, company_id: uuid.UUID | None) -> str:
     sql = template
     for name, table in _tables().items():
         sql = sql.replace("{" + name + "}", table)
-    for alias in ("b", "e", "u", "lot", "r", "s"):
+    for alias in ("b", "e", "u", "lot", "r", "h", "s"):
         clause = f"AND {alias}.company_id = %(company)s" if company_id else ""
         sql = sql.replace("{c:" + alias + "}", clause)
     return sql

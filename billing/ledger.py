@@ -57,6 +57,27 @@ def current_balance(company: Company) -> Decimal:
     return row if row is not None else ZERO
 
 
+def lock_balance(company_id: uuid.UUID) -> Decimal:
+    """Lock the company's balance row (creating it on first use); its balance.
+
+    The admission of a hold (usage.reservations) serialises here with every
+    posting of the company: a debit moves the balance under this row lock, so
+    an admission that got it sees every committed debit and hold before it.
+    Call it inside a transaction.
+    """
+    for _ in range(2):
+        row = (
+            CreditBalance.objects.select_for_update()
+            .filter(company_id=company_id)
+            .values_list("balance", flat=True)
+            .first()
+        )
+        if row is not None:
+            return row
+        _ensure_balance_rows([company_id])
+    raise RuntimeError(f"no balance row for {company_id}")  # pragma: no cover
+
+
 def _ensure_balance_rows(company_ids: list[uuid.UUID]) -> None:
     """A company gets its balance row on its first posting (the API creates none)."""
     CreditBalance.objects.bulk_create(

@@ -449,9 +449,34 @@ class APIKey(models.Model):
     )
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    daily_limit = AmountField(
+        null=True,
+        blank=True,
+        help_text="Optional cap on this key's spend per day (the company's time zone); "
+        "company keys only.",
+    )
+    monthly_limit = AmountField(
+        null=True,
+        blank=True,
+        help_text="Optional cap on this key's spend per month (the company's time zone); "
+        "company keys only.",
+    )
 
     class Meta:
         verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(daily_limit__isnull=True) | Q(daily_limit__gte=0))
+                & (Q(monthly_limit__isnull=True) | Q(monthly_limit__gte=0)),
+                name="api_key_limits_non_negative",
+            ),
+            # A platform key acts for every company: its spend has no one time zone.
+            models.CheckConstraint(
+                condition=Q(company__isnull=False)
+                | Q(daily_limit__isnull=True, monthly_limit__isnull=True),
+                name="api_key_limits_on_company_keys",
+            ),
+        ]
 
     def __str__(self) -> str:
         scope = self.company.name if self.company_id else "platform"
@@ -464,6 +489,10 @@ class APIKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def has_limits(self) -> bool:
+        return self.daily_limit is not None or self.monthly_limit is not None
 
 
 class AuditEvent(models.Model):
@@ -559,7 +588,9 @@ class CreditLot(models.Model):
 class BillingAlert(models.Model):
     """An alert email sent to a company's billing contacts, once per crossing.
 
-    Spend alerts are unique per company, kind and month (`period` = "YYYY-MM").
+    Spend alerts are unique per company, key, kind and period: the company's
+    monthly limit and a key's monthly limit use the month ("YYYY-MM"), a key's
+    daily limit the day ("YYYY-MM-DD"); `api_key` is empty for the company's.
     The low-balance alert has an empty period and is re-armed (`rearmed_at`
     set) when the balance climbs back to the threshold, so the next fall alerts
     again. The partial unique constraint makes "once" hold under concurrency.
@@ -571,6 +602,14 @@ class BillingAlert(models.Model):
         SPEND_100 = "spend_100", "100% of monthly spend limit"
 
     company = models.ForeignKey(Company, on_delete=models.CASCADE, related_name="billing_alerts")
+    api_key = models.ForeignKey(
+        APIKey,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="billing_alerts",
+        help_text="The key whose limit was crossed; empty for the company's own limit.",
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     period = models.CharField(max_length=16, blank=True)
     balance = ExactAmountField(help_text="Balance when the alert fired.")
@@ -585,8 +624,9 @@ class BillingAlert(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["company", "kind", "period"],
+                fields=["company", "api_key", "kind", "period"],
                 condition=Q(rearmed_at__isnull=True),
+                nulls_distinct=False,
                 name="alert_once_per_crossing",
             )
         ]
@@ -713,3 +753,96 @@ class StatementLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_section_display()}: {self.label or self.model} {self.amount}"
+
+
+class Reservation(models.Model):
+    """A hold on budget before a generation starts: never money.
+
+    A hold counts against the company's balance and limits, and the key's
+    limits, from its admission until it is settled by the usage that names it,
+    released, or expires (`expires_at <= now` counts as released everywhere,
+    before `expire_reservations` marks it). It never writes a ledger row: the
+    ledger records what was spent; billing.reservations is its only writer.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        SETTLED = "settled", "Settled"
+        RELEASED = "released", "Released"
+        EXPIRED = "expired", "Expired"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    company = models.ForeignKey(Company, on_delete=models.PROTECT, related_name="reservations")
+    api_key = models.ForeignKey(
+        APIKey,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="reservations",
+        help_text="The key that asked for it; its limits count the hold.",
+    )
+    amount = ExactAmountField(help_text="The estimate held, exact.")
+    job_id = models.CharField(max_length=255, null=True, blank=True)
+    draft_job_id = models.CharField(max_length=255, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255)
+    request_fingerprint = models.CharField(max_length=64)
+    estimate = models.JSONField(default=dict, help_text="The estimate as it was asked.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    expires_at = models.DateTimeField()
+    settled_usage_id = models.UUIDField(
+        null=True, blank=True, help_text="The usage row that settled it."
+    )
+    settled_cost = ExactAmountField(
+        null=True, blank=True, help_text="The settling usage's cost (null while unpriced)."
+    )
+    closed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # Every admission and quota check sums a company's open holds.
+            models.Index(
+                fields=["company", "expires_at"],
+                condition=Q(status="open"),
+                name="reservation_open_by_company",
+            ),
+            models.Index(
+                fields=["api_key", "expires_at"],
+                condition=Q(status="open"),
+                name="reservation_open_by_key",
+            ),
+            models.Index(
+                fields=["expires_at"], condition=Q(status="open"), name="reservation_open_expiry"
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["company", "idempotency_key"], name="reservation_unique_idempotency_key"
+            ),
+            # No usage row settles two holds.
+            models.UniqueConstraint(fields=["settled_usage_id"], name="reservation_one_per_usage"),
+            models.CheckConstraint(
+                condition=Q(amount__gte=0), name="reservation_amount_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="settled", settled_usage_id__isnull=False)
+                | (~Q(status="settled") & Q(settled_usage_id__isnull=True)),
+                name="reservation_settled_has_usage",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["open", "settled", "released", "expired"]),
+                name="reservation_known_status",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="open", closed_at__isnull=True)
+                | (~Q(status="open") & Q(closed_at__isnull=False)),
+                name="reservation_closed_when_not_open",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Hold {self.amount} ({self.status}) for {self.company_id}"
+
+    def is_holding(self, now) -> bool:
+        return self.status == self.Status.OPEN and self.expires_at > now

@@ -26,6 +26,7 @@ from billing.api import router as companies_router
 from core.errors import ServiceError
 from core.text import printable_name, unstorable_path
 from usage.api import router as usage_router
+from usage.reservations_api import router as reservations_router
 from usage.schemas import readable_errors, strict_json_loads
 
 logger = logging.getLogger(__name__)
@@ -56,13 +57,15 @@ api = NinjaAPI(
     parser=JSONObjectParser(),
     title="Question generation billing API",
     version="1",
-    description="Record question generations, save jobs, manage tenants, check quotas. "
+    description="Record question generations, save jobs, manage tenants, check quotas, "
+    "hold budget before a generation (reservations). "
     "Authenticate with `Authorization: Bearer <key>` (`manage.py create_api_key`).",
     auth=APIKeyAuth(),
     urls_namespace="api-v1",
 )
 api.add_router("", usage_router)
 api.add_router("", companies_router)
+api.add_router("", reservations_router)
 
 
 def error_response(
@@ -72,8 +75,9 @@ def error_response(
     message: str,
     fields: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> HttpResponse:
-    body = {"error": {"code": code, "message": message, "fields": fields or {}}}
+    body = {"error": {"code": code, "message": message, "fields": fields or {}, **(extra or {})}}
     response = api.create_response(request, body, status=status)
     for name, value in (headers or {}).items():
         response[name] = value
@@ -87,7 +91,9 @@ def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
 
 @api.exception_handler(ServiceError)
 def _billing_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
-    return error_response(request, status_of(exc), exc.code, exc.message, exc.fields)
+    # A refused hold also names every budget line it would cross (usage.errors.BudgetExceeded).
+    extra = {"reasons": exc.reasons} if hasattr(exc, "reasons") else None
+    return error_response(request, status_of(exc), exc.code, exc.message, exc.fields, extra=extra)
 
 
 @api.exception_handler(ValidationError)

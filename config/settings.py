@@ -236,6 +236,10 @@ USAGE_MAX_EVENT_COST = Decimal(env.str("USAGE_MAX_EVENT_COST", default="100000")
 # Single posts (POST /api/v1/usage) that a web process receives at the same
 # moment are recorded in one transaction (usage/grouping.py); off: one each.
 USAGE_GROUP_COMMIT = env.bool("USAGE_GROUP_COMMIT", default=True)
+# How long a hold (POST /api/v1/reservations) counts when its request gives no
+# ttl_seconds, and the longest it may ask for; past it the hold counts as released.
+RESERVATION_DEFAULT_TTL_SECONDS = env.int("RESERVATION_DEFAULT_TTL_SECONDS", default=900)
+RESERVATION_MAX_TTL_SECONDS = env.int("RESERVATION_MAX_TTL_SECONDS", default=86400)
 # Largest request body the API accepts, and the most events in one batch.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=2 * 1024 * 1024)
 API_MAX_BATCH_EVENTS = env.int("API_MAX_BATCH_EVENTS", default=1000)

@@ -7,6 +7,7 @@ billing.money.plain); errors in the one shape of config.api.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC
 from typing import Any
 
@@ -120,7 +121,8 @@ def record_usage_view(request: HttpRequest, payload: UsageIn):
     except CompanyNotFound as exc:
         inbox.reject(payload=json.loads(request.body), error=exc, source="api")
         raise
-    result = record_one(payload.to_event(str(company.pk)), company)
+    event = replace(payload.to_event(str(company.pk)), api_key=request.auth)
+    result = record_one(event, company)
     return Status(201 if result.created else 200, usage_body(result))
 
 
@@ -171,7 +173,8 @@ def _parse_events(
     parsed = []
     for index, item in enumerate(raw):
         try:
-            parsed.append((index, event_from_payload(item, default_company=default)))
+            event = event_from_payload(item, default_company=default)
+            parsed.append((index, replace(event, api_key=key)))
         except ServiceError as exc:
             outcomes[index] = exc
     return parsed
@@ -366,6 +369,15 @@ class LimitsOut(Schema):
     low_balance_threshold: str
 
 
+class KeyQuotaOut(Schema):
+    name: str = Field(..., description="The calling key's name (never its secret).")
+    daily_limit: str | None
+    monthly_limit: str | None
+    day_spend: str = Field(..., description="Today's spend of this key, the company's day.")
+    month_spend: str = Field(..., description="This month's spend of this key.")
+    held: str = Field(..., description="This key's open holds (reservations).")
+
+
 class BalanceOut(Schema):
     company: str
     currency: str
@@ -380,6 +392,17 @@ class BalanceOut(Schema):
     low_balance: bool
     allowed: bool = Field(..., description="Whether a new generation may start now.")
     reasons: list[str]
+    reason_codes: list[str] = Field(
+        ...,
+        description="The reasons as stable codes: company_inactive, balance, "
+        "company_monthly_limit, key_daily_limit, key_monthly_limit.",
+    )
+    held: str = Field(
+        ..., description="The company's open holds: they count against balance and limits."
+    )
+    key: KeyQuotaOut | None = Field(
+        ..., description="The calling key's limits and spend; null for a platform key."
+    )
 
 
 @router.get(
@@ -390,7 +413,7 @@ class BalanceOut(Schema):
 def balance_view(request: HttpRequest, company: str):
     """Balance, month-to-date spend, limits and the quota check before a generation."""
     target = company_for(request, company)
-    status = quota_status(target)
+    status = quota_status(target, key=request.auth)
     return {
         "company": str(target.pk),
         "currency": target.currency,
@@ -405,4 +428,20 @@ def balance_view(request: HttpRequest, company: str):
         "low_balance": status.low_balance,
         "allowed": status.allowed,
         "reasons": list(status.reasons),
+        "reason_codes": list(status.reason_codes),
+        "held": plain(status.held),
+        "key": _key_quota(status.key),
+    }
+
+
+def _key_quota(key) -> dict[str, Any] | None:
+    if key is None:
+        return None
+    return {
+        "name": key.key.name,
+        "daily_limit": plain(key.daily_limit),
+        "monthly_limit": plain(key.monthly_limit),
+        "day_spend": plain(key.day_spend),
+        "month_spend": plain(key.month_spend),
+        "held": plain(key.held),
     }

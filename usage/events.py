@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,7 +18,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils import timezone
 
-from billing.models import Company, ServiceTier
+from billing.models import APIKey, Company, ServiceTier
 from billing.money import AmountError, quantize_amount
 from billing.prices import Tokens
 from core.errors import InvalidInput
@@ -55,6 +56,10 @@ class UsageEvent:
     provider: str = ""
     provider_usage: dict | None = None
     unpriced_fields: tuple[str, ...] = ()
+    # The hold this generation settles (usage.reservations), and the key that
+    # sent it (set by the API from the authenticated key; None for imports).
+    reservation_id: str | None = None
+    api_key: APIKey | None = None
 
     def tokens(self) -> Tokens:
         return Tokens(
@@ -124,12 +129,21 @@ def validate_event(event: UsageEvent, *, now: datetime) -> Decimal | None:
             errors[path] = NOT_PRICED
     if not isinstance(event.metadata, dict):
         errors["metadata"] = "must be an object"
+    if event.reservation_id is not None and not is_canonical_uuid(event.reservation_id):
+        errors["reservation_id"] = "must be a reservation's id (a UUID)"
     if errors:
         raise InvalidInput(
             "Invalid usage event: " + "; ".join(f"{k} {v}" for k, v in errors.items()),
             fields=errors,
         )
     return cost
+
+
+def is_canonical_uuid(value: object) -> bool:
+    try:
+        return isinstance(value, str) and str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
 
 
 def _check_breakdown(event: UsageEvent, errors: dict[str, str]) -> None:
@@ -207,5 +221,7 @@ def fingerprint(event: UsageEvent, company: Company, cost: Decimal | None) -> st
         payload.update(
             {n: v for n, v, d in zip(names, extra, _FINGERPRINT_DEFAULTS, strict=True) if v != d}
         )
+    if event.reservation_id is not None:
+        payload["reservation_id"] = event.reservation_id.lower()
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(encoded.encode()).hexdigest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, timedelta
 
 from django import forms
@@ -16,7 +17,13 @@ PRESETS = [
     ("last_7", "Last 7 days"),
     ("last_30", "Last 30 days"),
 ]
-GROUPS = [("day", "Day"), ("job", "Job"), ("model", "Model"), ("generation", "Generation")]
+GROUPS = [
+    ("day", "Day"),
+    ("job", "Job"),
+    ("model", "Model"),
+    ("key", "API key"),
+    ("generation", "Generation"),
+]
 MAX_RANGE_DAYS = 3 * 366
 # Days a report can span: no usage is older than 1970 (usage.events), and the
 # day after 9999-12-30 is the last date Python can compute with.
@@ -130,16 +137,37 @@ class UsageFilterForm(DateRangeForm):
         choices=[("", "All statuses")] + list(UsageStatus.choices), required=False, label="Status"
     )
     job = forms.UUIDField(required=False, label="Job id", widget=forms.HiddenInput)
+    key = forms.TypedChoiceField(
+        choices=[("", "All API keys")],
+        coerce=int,
+        required=False,
+        empty_value=None,
+        label="API key",
+    )
 
-    def __init__(self, data, *, today: date, models: list[str], **kwargs) -> None:
+    def __init__(
+        self,
+        data,
+        *,
+        today: date,
+        models: list[str],
+        keys: Callable[[], list[tuple[int, str]]] = list,
+        **kwargs,
+    ) -> None:
         super().__init__(data, today=today, **kwargs)
+        # By name only (a key's prefix is part of its secret); read when the field is
+        # rendered or a key is chosen, so a CSV export without one costs no query.
+        self.fields["key"].choices = lambda: (
+            [("", "All API keys")] + [(str(k), n) for k, n in keys()]
+        )
+        self.keys = keys
         chosen = (data or {}).get("model") or ""
         names = sorted(set(models) | ({chosen} if chosen else set()))
         self.fields["model"].choices = [("", "All models")] + [(m, m) for m in names]
         self.models = models
 
     def _shown_kwargs(self) -> dict:
-        return {**super()._shown_kwargs(), "models": self.models}
+        return {**super()._shown_kwargs(), "models": self.models, "keys": self.keys}
 
     def filters(self) -> UsageFilters:
         """The filters to apply; invalid input falls back to this month, unfiltered."""
@@ -152,6 +180,7 @@ class UsageFilterForm(DateRangeForm):
             model=data.get("model") or "",
             job_id=data.get("job"),
             status=data.get("status") or "",
+            api_key_id=data.get("key"),
         )
 
 

@@ -61,6 +61,7 @@ _FIELDS = (
     "cost_source",
     "price_id",
     "prepaid",
+    "api_key_id",
 )
 
 
@@ -259,6 +260,7 @@ def _apply(changes: list[_Change], summary: CompanyReprice, actor, actor_label: 
         deltas.add(change.row, -1)
         deltas.add({**change.row, "cost": change.cost}, +1)
     rollup.apply(deltas)
+    rollup.apply_key_changes((c.row, c.cost) for c in changes)
     company = Company.objects.get(pk=summary.company_id)
     corrections = _correction_counts([c.row["id"] for c in changes])
     for change in changes:

@@ -1,8 +1,11 @@
 """The quota check the main product calls before it generates.
 
 Usage is never refused once it happened; this answers whether a *new*
-generation should start: not when the balance is at or below the negative of
-the company's overdraft allowance, nor when its monthly spend limit is reached.
+generation should start: not when the balance less the open holds is at or
+below the negative of the company's overdraft allowance, nor when the monthly
+spend plus the open holds reaches the company's limit, nor (for the calling
+key) when the key's spend today or this month plus its open holds reaches its
+limit. Every reason that applies is given (usage.budgets).
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from decimal import Decimal
 from django.utils import timezone
 
 from billing.ledger import current_balance
-from billing.models import Company
-from usage.selectors import month_to_date_totals
+from billing.models import APIKey, Company
+from usage.budgets import REASONS, KeyBudget, read_budget
 
 
 @dataclass(frozen=True)
@@ -28,31 +31,33 @@ class QuotaStatus:
     low_balance_threshold: Decimal
     allowed: bool
     reasons: tuple[str, ...]
+    reason_codes: tuple[str, ...] = ()
+    held: Decimal = Decimal(0)
+    key: KeyBudget | None = None
 
     @property
     def low_balance(self) -> bool:
         return self.balance < self.low_balance_threshold
 
 
-def quota_status(company: Company, *, now: datetime | None = None) -> QuotaStatus:
+def quota_status(
+    company: Company, *, key: APIKey | None = None, now: datetime | None = None
+) -> QuotaStatus:
+    """The company's quota, and the calling key's when it is one of the company's keys."""
     now = now or timezone.now()
     balance = current_balance(company)
-    spend, unpriced = month_to_date_totals(company, now)
-    reasons = []
-    if not company.is_active:
-        reasons.append("company is inactive")
-    if balance <= -company.overdraft_allowance:
-        reasons.append("balance is at or below the overdraft allowance")
-    limit = company.monthly_spend_limit
-    if limit is not None and spend >= limit:
-        reasons.append("monthly spend limit reached")
+    budget = read_budget(company, key=key, balance=balance, now=now, key_figures=True)
+    codes = budget.refusals()
     return QuotaStatus(
-        balance=balance,
-        month_to_date_spend=spend,
-        unpriced_generations=unpriced,
+        balance=budget.balance,
+        month_to_date_spend=budget.month_spend,
+        unpriced_generations=budget.unpriced,
         overdraft_allowance=company.overdraft_allowance,
-        monthly_spend_limit=limit,
+        monthly_spend_limit=company.monthly_spend_limit,
         low_balance_threshold=company.low_balance_threshold,
-        allowed=not reasons,
-        reasons=tuple(reasons),
+        allowed=not codes,
+        reasons=tuple(REASONS[c] for c in codes),
+        reason_codes=tuple(codes),
+        held=budget.held,
+        key=budget.key,
     )

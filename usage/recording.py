@@ -25,18 +25,20 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.utils import timezone
 
-from billing.alerts import evaluate_alerts
+from billing.alerts import evaluate_alerts, evaluate_key_alerts
 from billing.companies import company_not_found, resolve_companies
 from billing.ledger import post_usage_debits
-from billing.models import Company, CreditBalance, LedgerEntry, ModelPrice
+from billing.models import Company, CreditBalance, LedgerEntry, ModelPrice, Reservation
 from billing.prices import PriceBook, charge_for
 from core.errors import IdempotencyConflict, ServiceError
 from core.ids import uuid7
 from core.sql import recordset_insert
 from usage import rollup
+from usage.budgets import key_spend
 from usage.events import UsageEvent, fingerprint, validate_event
 from usage.jobs import JobIndex, draft_key_of, event_draft_keys, job_index, lock_drafts
 from usage.models import CostSource, Job, QuestionGenerationUsage, UsageStatus
+from usage.reservations import claim_holds, settle_holds
 from usage.selectors import month_to_date_spend_by_company
 
 ZERO = Decimal(0)
@@ -82,6 +84,7 @@ class _Pending:
     reported_cost: Decimal | None
     fp: str
     usage: QuestionGenerationUsage | None = None
+    hold: Reservation | None = None  # the reservation this event settles
 
 
 def record_usage_batch(
@@ -108,10 +111,12 @@ def record_usage_batch(
     pending = _validated(events, companies, outcomes, now)
     firsts, repeats = _split_repeats(pending)
     with transaction.atomic():
+        firsts = _with_holds(firsts, outcomes)
         _build_rows(firsts, outcomes, now, prepaid=not debit)
         building = [p for p in firsts if p.usage is not None]
         inserted = insert_usage_rows([p.usage for p in building])
         new = [p for p in building if p.usage.pk in inserted]
+        settle_holds([(p.hold, p.usage) for p in new if p.hold is not None], now)
         balances = _debit(new, debit, now)
     for p in new:
         outcomes[p.index] = RecordResult(usage=p.usage, created=True, balance=balances[p.index])
@@ -153,6 +158,21 @@ def _split_repeats(
         else:
             first_by_key[key] = p
     return list(first_by_key.values()), repeats
+
+
+def _with_holds(pending: list[_Pending], outcomes: list) -> list[_Pending]:
+    """Lock the reservations the events name (usage.reservations.claim_holds) before any
+    other row; an event whose hold refuses it gets that error and goes no further."""
+    answers = claim_holds([(p.index, p.event, p.company) for p in pending])
+    kept = []
+    for p in pending:
+        answer = answers.get(p.index)
+        if isinstance(answer, ServiceError):
+            outcomes[p.index] = answer
+            continue
+        p.hold = answer
+        kept.append(p)
+    return kept
 
 
 # --- Building the rows ------------------------------------------------------------------
@@ -272,6 +292,7 @@ def build_usage(
         "metadata": event.metadata or {},
         "processing_time_ms": event.processing_time_ms,
         "prepaid": prepaid,
+        "api_key_id": event.api_key.pk if event.api_key is not None else None,
     }
     # Positional arguments in field order are Django's fast path (the one from_db
     # takes): a third of the keyword path's cost, which a 1,000-event batch felt.
@@ -286,7 +307,7 @@ _USAGE_ATTNAMES = [f.attname for f in QuestionGenerationUsage._meta.concrete_fie
 
 
 _ON_KEY_CONFLICT = "ON CONFLICT (company_id, idempotency_key) DO NOTHING"
-_ROLLED_UP = "id, company_id, occurred_on, model, status, question_count, prompt_tokens, cached_prompt_tokens, completion_tokens, cost"  # fmt: skip
+_ROLLED_UP = "id, company_id, occurred_on, model, status, question_count, prompt_tokens, cached_prompt_tokens, completion_tokens, cost, api_key_id"  # fmt: skip
 
 
 def insert_usage_rows(rows: list[QuestionGenerationUsage]) -> set[uuid.UUID]:
@@ -305,7 +326,8 @@ def insert_usage_rows(rows: list[QuestionGenerationUsage]) -> set[uuid.UUID]:
     insert, params = recordset_insert(QuestionGenerationUsage, rows)
     sql = (
         f"WITH inserted AS ({insert} {_ON_KEY_CONFLICT} RETURNING {_ROLLED_UP}),"
-        f" buckets AS ({rollup.FROM_INSERTED}) SELECT id FROM inserted"
+        f" buckets AS ({rollup.FROM_INSERTED}),"
+        f" key_buckets AS ({rollup.KEY_FROM_INSERTED}) SELECT id FROM inserted"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -340,6 +362,7 @@ def _debit(new: list[_Pending], debit: bool, now: datetime) -> dict[int, Decimal
     if debits:
         after = post_usage_debits(debits=debits, now=now)
         start.update(_raise_alerts(by_company, debits, after, now))
+        _raise_key_alerts([p for c in debits for p in by_company[c]], after, now)
     balances: dict[int, Decimal] = {}
     for company_id, ps in by_company.items():
         running = start.get(company_id, ZERO)
@@ -368,6 +391,33 @@ def _raise_alerts(by_company: dict, debits: dict, after: dict, now: datetime) ->
             now=now,
         )
     return {c: after[c] + totals[c] for c in debits}
+
+
+def _raise_key_alerts(debited: list[_Pending], after: dict, now: datetime) -> None:
+    """The 80 % / 100 % alerts of the limited keys whose spend these debits moved (the
+    keys came authenticated with their limits: no query unless one has a limit)."""
+    by_key: dict[int, list[_Pending]] = {}
+    for p in debited:
+        key = p.event.api_key
+        if key is not None and key.has_limits and key.company_id == p.company.pk and p.usage.cost:
+            by_key.setdefault(key.pk, []).append(p)
+    for ps in by_key.values():
+        company, key = ps[0].company, ps[0].event.api_key
+        today = local_day(company, now)
+        this_month = [p for p in ps if today.replace(day=1) <= p.usage.occurred_on <= today]
+        day, month = key_spend(company, key, now)
+        evaluate_key_alerts(
+            company=company,
+            key=key,
+            day_spend=day,
+            month_spend=month,
+            added_today=sum(
+                (p.usage.cost for p in this_month if p.usage.occurred_on == today), ZERO
+            ),
+            added_this_month=sum((p.usage.cost for p in this_month), ZERO),
+            balance=after[company.pk],
+            now=now,
+        )
 
 
 def _current_balances(company_ids: set) -> dict:

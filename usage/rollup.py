@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from django.db import connection
 
-from usage.models import QuestionGenerationUsage, UsageDailyRollup
+from usage.models import KeyDailySpend, QuestionGenerationUsage, UsageDailyRollup
 
 Bucket = tuple[uuid.UUID, date, str, str]  # company_id, day, model, status
 
@@ -181,3 +181,63 @@ upserted AS (
     {ON_CONFLICT_ADD}
     RETURNING 1
 )"""
+
+
+# --- Spend per API key and day (usage.models.KeyDailySpend) --------------------------
+
+KEY_TABLE = KeyDailySpend._meta.db_table
+KEY_COLUMNS = "api_key_id, company_id, day, generations, cost, unpriced"
+KEY_ON_CONFLICT_ADD = f"""
+ON CONFLICT (api_key_id, company_id, day) DO UPDATE SET
+    generations = {KEY_TABLE}.generations + excluded.generations,
+    cost = {KEY_TABLE}.cost + excluded.cost,
+    unpriced = {KEY_TABLE}.unpriced + excluded.unpriced
+"""
+# Fed by the same `inserted` CTE as FROM_INSERTED; after the daily buckets and
+# before the balance (the house lock order), key buckets in (key, company, day) order.
+KEY_FROM_INSERTED = f"""
+INSERT INTO {KEY_TABLE} ({KEY_COLUMNS})
+SELECT api_key_id, company_id, occurred_on, count(*), coalesce(sum(cost), 0),
+       count(*) FILTER (WHERE cost IS NULL)
+  FROM inserted WHERE api_key_id IS NOT NULL
+ GROUP BY api_key_id, company_id, occurred_on
+ ORDER BY api_key_id, company_id, occurred_on
+{KEY_ON_CONFLICT_ADD}"""
+_KEY_UPSERT = f"""
+INSERT INTO {KEY_TABLE} ({KEY_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)
+{KEY_ON_CONFLICT_ADD}"""
+
+
+def apply_key_changes(changes: Iterable[tuple[dict, Decimal | None]]) -> None:
+    """Move the key buckets of rows whose cost changed: (the row before, its new cost)."""
+    deltas: dict[tuple, list] = defaultdict(lambda: [0, Decimal(0), 0])
+    for row, new_cost in changes:
+        if row.get("api_key_id") is None:
+            continue
+        delta = deltas[(row["api_key_id"], str(row["company_id"]), row["occurred_on"])]
+        old_cost = row["cost"]
+        delta[1] += (new_cost or Decimal(0)) - (old_cost or Decimal(0))
+        delta[2] += (new_cost is None) - (old_cost is None)
+    params = [
+        (key, company, day, 0, cost, unpriced)
+        for (key, company, day), (_, cost, unpriced) in sorted(deltas.items())
+        if cost or unpriced
+    ]
+    if params:
+        with connection.cursor() as cursor:
+            cursor.executemany(_KEY_UPSERT, params)
+
+
+def rebuild_key_spend(company_id: uuid.UUID) -> None:
+    """The company's key buckets from its raw rows (after its days moved)."""
+    usage = QuestionGenerationUsage._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {KEY_TABLE} WHERE company_id = %s", [company_id])
+        cursor.execute(
+            f"""INSERT INTO {KEY_TABLE} ({KEY_COLUMNS})
+                SELECT api_key_id, company_id, occurred_on, count(*), coalesce(sum(cost), 0),
+                       count(*) FILTER (WHERE cost IS NULL)
+                  FROM {usage} WHERE company_id = %s AND api_key_id IS NOT NULL
+                 GROUP BY api_key_id, company_id, occurred_on""",
+            [company_id],
+        )

@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from billing.models import ServiceTier
 from core.errors import InvalidInput
-from core.openapi import NON_BLANK, STORABLE, document
+from core.openapi import CANONICAL_UUID, NON_BLANK, STORABLE, document
 from core.text import unstorable_path
 from usage.events import UsageEvent
 from usage.models import INT32_MAX
@@ -94,18 +94,24 @@ def _usage_rules(schema: dict[str, Any]) -> None:
             "provider": {"enum": list(PROVIDERS)},
             "service_tier": {"enum": [*ServiceTier.values, *SERVICE_TIER_ALIASES]},
             "metadata": {"propertyNames": text},
+            "reservation_id": {"pattern": f"^{CANONICAL_UUID}$"},
         },
         required=("company",),
         one_of_required=("job_id", "draft_job_id"),
     )
-    # The tokens come as the flat fields or as the provider's own usage object;
-    # a field that is present but null counts as absent, so each alternative
-    # also says its fields are not null.
-    flat = ["prompt_tokens", "completion_tokens"]
-    native = ["provider", "usage"]
+    # The tokens come as the flat fields or as the provider's own usage object.
+    # Present and not null: a null count, or a null provider object, is no tokens.
     tokens = [
-        {"required": flat, "properties": dict.fromkeys(flat, {"not": {"type": "null"}})},
-        {"required": native, "properties": dict.fromkeys(native, {"not": {"type": "null"}})},
+        {
+            "required": ["prompt_tokens", "completion_tokens"],
+            "properties": {
+                name: {"type": "integer"} for name in ("prompt_tokens", "completion_tokens")
+            },
+        },
+        {
+            "required": ["provider", "usage"],
+            "properties": {"provider": {"type": "string"}, "usage": {"type": "object"}},
+        },
     ]
     schema["allOf"] = [{"anyOf": schema.pop("anyOf")}, {"anyOf": tokens}]
 
@@ -164,6 +170,11 @@ class UsageIn(BaseModel):
     idempotency_key: str
     metadata: dict[str, Any] | None = None
     processing_time_ms: WholeNumber | None = None
+    reservation_id: str | None = Field(
+        None,
+        description="The hold (POST /reservations) this generation settles: its cost is "
+        "debited and the hold closed in the same transaction.",
+    )
 
     def to_event(self, default_company: str | None = None) -> UsageEvent:
         """The event; InvalidInput when its tokens are missing or contradict themselves."""
@@ -184,6 +195,7 @@ class UsageIn(BaseModel):
             occurred_at=self.occurred_at,
             metadata=self.metadata or {},
             processing_time_ms=self.processing_time_ms,
+            reservation_id=self.reservation_id,
             **tokens,
         )
 

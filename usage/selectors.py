@@ -32,7 +32,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from billing.models import AmountField, Company, CreditBalance, LedgerEntry
+from billing.models import AmountField, APIKey, Company, CreditBalance, LedgerEntry
 from billing.prices import Charge as PriceCharge
 from billing.prices import charge_for
 from core.sql import json_rows, recordset
@@ -108,7 +108,7 @@ def _month_spend_sql(windows: dict) -> dict:
 # the table (and of the CSV) add up to the totals exactly.
 
 ROLLUP_GROUPS = ("day", "model")
-RAW_GROUPS = ("job", "generation")
+RAW_GROUPS = ("job", "generation", "key")
 TOTAL_FIELDS = (
     "generations",
     "questions",
@@ -129,10 +129,11 @@ class UsageFilters:
     model: str = ""
     job_id: uuid.UUID | None = None
     status: str = ""
+    api_key_id: int | None = None  # the key that sent it (the rollup has no key: raw rows)
 
     @property
     def reads_raw(self) -> bool:
-        return self.group in RAW_GROUPS or self.job_id is not None
+        return self.group in RAW_GROUPS or self.job_id is not None or self.api_key_id is not None
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,8 @@ def _raw_rows(company: Company, f: UsageFilters) -> QuerySet:
         rows = rows.filter(status=f.status)
     if f.job_id is not None:
         rows = rows.filter(job_id=f.job_id)
+    if f.api_key_id is not None:
+        rows = rows.filter(api_key_id=f.api_key_id)
     return rows
 
 
@@ -231,6 +234,7 @@ SORTABLE = {
     "day": {"day", *TOTAL_FIELDS},
     "model": {"model", *TOTAL_FIELDS},
     "job": set(TOTAL_FIELDS),
+    "key": set(TOTAL_FIELDS),
     "generation": {
         "occurred_at",
         "model",
@@ -246,12 +250,14 @@ DEFAULT_SORT = {
     "day": ("day", False),
     "model": ("model", False),
     "job": ("cost", True),
+    "key": ("cost", True),
     "generation": ("occurred_at", False),
 }
 TIE_BREAKERS = {
     "day": ("day",),
     "model": ("model",),
     "job": ("job_id", "draft"),
+    "key": ("api_key_id",),
     "generation": ("occurred_at", "id"),
 }
 
@@ -296,14 +302,14 @@ def _groups(company: Company, f: UsageFilters) -> QuerySet:
             .values("job_id", "draft")
             .annotate(**_sums(raw=True))
         )
-    if f.job_id is not None:  # day or model of one job: group the raw rows
-        key = {"day": F("occurred_on")} if f.group == "day" else {"model": F("model")}
-        return (
-            _raw_rows(company, f)
-            .values(**key)
-            .annotate(**_sums(raw=True))
-            .values(*key, *TOTAL_FIELDS, "unpriced")
-        )
+    if f.group == "key":  # names are looked up afterwards for the rows shown
+        return _raw_rows(company, f).values("api_key_id").annotate(**_sums(raw=True))
+    if f.reads_raw:  # day or model of one job or key: group the raw rows
+        # `model` is the field itself (an expression of that name would clash with it).
+        rows = _raw_rows(company, f)
+        rows = rows.values(day=F("occurred_on")) if f.group == "day" else rows.values("model")
+        name = "day" if f.group == "day" else "model"
+        return rows.annotate(**_sums(raw=True)).values(name, *TOTAL_FIELDS, "unpriced")
     key = "day" if f.group == "day" else "model"
     return _rollup_rows(company, f).values(key).annotate(**_sums(raw=False))
 
@@ -326,7 +332,25 @@ def usage_rows(
         rows = groups.iterator(chunk_size=chunk_size)
     if f.group == "job":
         return _with_job_titles(rows, chunk_size)
+    if f.group == "key":
+        return _with_key_names(rows, chunk_size)
     return rows
+
+
+def _with_key_names(rows: Iterator[dict], chunk_size: int) -> Iterator[dict]:
+    """Add `api_key__name` (never its prefix or secret) to rows grouped by key."""
+    while chunk := list(islice(rows, chunk_size)):
+        ids = {row["api_key_id"] for row in chunk if row["api_key_id"]}
+        names = dict(APIKey.objects.filter(pk__in=ids).values_list("pk", "name")) if ids else {}
+        for row in chunk:
+            row["api_key__name"] = names.get(row["api_key_id"])
+            yield row
+
+
+def keys_for_filter(company: Company) -> list[tuple[int, str]]:
+    """The keys the usage tab may filter by: the company's own and the platform's, by name."""
+    keys = APIKey.objects.filter(Q(company=company) | Q(company__isnull=True))
+    return list(keys.order_by("name", "pk").values_list("pk", "name"))
 
 
 def _with_job_titles(rows: Iterator[dict], chunk_size: int) -> Iterator[dict]:
@@ -361,7 +385,7 @@ def generation_rows(company: Company, f: UsageFilters) -> QuerySet:
 
 def daily_cost_by_model(company: Company, f: UsageFilters) -> list[tuple[date, str, Decimal, int]]:
     """(local day, model, cost, unpriced generations) for the chart, oldest day first."""
-    if f.job_id is not None:
+    if f.reads_raw:
         rows = (
             _raw_rows(company, f)
             .values_list("occurred_on", "model")
@@ -785,7 +809,8 @@ def generation_csv_copy(company: Company, f: UsageFilters) -> tuple[str, dict]:
     since, until = local_range_utc(company, f.start, f.end)
     params: dict = {"tz": company.timezone, "company": company.pk, "since": since, "until": until}
     filters = []
-    for name, value in (("model", f.model), ("status", f.status), ("job_id", f.job_id)):
+    named = (("model", f.model), ("status", f.status), ("job_id", f.job_id))
+    for name, value in (*named, ("api_key_id", f.api_key_id)):
         if value:
             filters.append(f"AND u.{name} = %({name})s")
             params[name] = value

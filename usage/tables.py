@@ -27,7 +27,7 @@ from billing.money import money_html, plain
 class Column:
     key: str
     header: str
-    kind: str = "int"  # int, money, text, day, instant, job, generation, status
+    kind: str = "int"  # int, money, text, key, day, instant, job, generation, status
     # 0: always shown; hidden below 1: 1400 px, 2: 1100 px, 3: 700 px (a phone); billing.css.
     gives_way: int = 0
 
@@ -57,6 +57,7 @@ TOTALS = [
 COLUMNS: dict[str, list[Column]] = {
     "day": [Column("day", "Day", "day"), *TOTALS],
     "model": [Column("model", "Model", "text"), *TOTALS],
+    "key": [Column("api_key__name", "API key", "key"), *TOTALS],
     "job": [
         Column("job__title", "Job", "job"),
         Column("job_id", "Job id", "text"),
@@ -103,7 +104,10 @@ def _csv_formatter(column: Column, tz: tzinfo) -> Callable[[Any], str] | None:
 def csv_lines(group: str, rows: Iterable[dict], tz: tzinfo) -> Iterator[list]:
     """The header, then one line per row, in the table's column order."""
     columns = COLUMNS[group]
-    yield [column.key.replace("job__title", "job_title") for column in columns]
+    yield [
+        column.key.replace("job__title", "job_title").replace("api_key__name", "api_key")
+        for column in columns
+    ]
     keys = [
         "question_count" if c.key == "questions" and group == "generation" else c.key
         for c in columns
@@ -144,6 +148,7 @@ def _web_totals() -> list[Column]:
 WEB_COLUMNS: dict[str, list[Column]] = {
     "day": [Column("day", "Day", "day"), *_web_totals()],
     "model": [Column("model", "Model", "text"), *_web_totals()],
+    "key": [Column("api_key__name", "API key", "key"), *_web_totals()],
     "job": [Column("job__title", "Job", "job"), *_web_totals()],
     # The status shows in the Job cell (a draft, an abandoned draft, or the job).
     "generation": [
@@ -211,6 +216,8 @@ def _cell(column: Column, row: dict, currency: str, tz: tzinfo, links: Links) ->
         )
     if column.kind == "status":
         return format_html('<span class="badge {}">{}</span>', value, value)
+    if column.kind == "key" and value is None:  # recorded without a key: imported history
+        return SafeString('<span class="muted">No key (imported)</span>')
     return escape("" if value is None else str(value))
 
 

@@ -87,4 +87,5 @@ def _rebucket(company: Company) -> int:
         cursor.execute(f"LOCK TABLE {ROLLUP} IN SHARE ROW EXCLUSIVE MODE")
         cursor.execute(f"DELETE FROM {ROLLUP} WHERE company_id = %(company)s", params)
         cursor.execute(_REBUILD_ROLLUP, params)
+    rollup.rebuild_key_spend(company.pk)
     return moved

@@ -9,6 +9,7 @@ server-side cursor so that a million rows keep memory flat.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import uuid
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from config.routers import use_replica
 from core.errors import InvalidInput
 from usage import selectors, statements
 from usage.access import company_for, is_platform_staff, visible_companies
+from usage.budgets import budget_use
 from usage.charts import daily_stacked_chart, spend_trend_chart
 from usage.forms import CreditFilterForm, UsageFilterForm, form_error_fields
 from usage.models import Job, QuestionGenerationUsage
@@ -186,13 +188,15 @@ def _overview(request: HttpRequest, company: Company) -> dict:
         "spend": spend,
         "warnings": warnings,
         "unpriced": selectors.unpriced_of(company),
+        "budget": budget_use(company),
     }
 
 
 def _usage(request: HttpRequest, company: Company) -> dict | HttpResponseBase:
     today = timezone.localtime(timezone.now(), company.tz).date()
     models = selectors.models_used(company)
-    form = UsageFilterForm(request.GET, today=today, models=models, auto_id="usage-%s")
+    keys = functools.cache(functools.partial(selectors.keys_for_filter, company))  # read once
+    form = UsageFilterForm(request.GET, today=today, models=models, keys=keys, auto_id="usage-%s")
     filters = form.filters()
     job = None
     if filters.job_id is not None:

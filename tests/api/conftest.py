@@ -38,10 +38,15 @@ class ApiClient:
     def get(self, path: str, **extra):
         return self.client.get(f"/api/v1{path}", **self._headers(extra))
 
+    def delete(self, path: str, **extra):
+        return self.client.delete(f"/api/v1{path}", **self._headers(extra))
 
-def api_client_for(company=None, name: str = "test key") -> ApiClient:
-    _, secret = create_api_key(name=name, company=company)
-    return ApiClient(secret)
+
+def api_client_for(company=None, name: str = "test key", **limits) -> ApiClient:
+    key, secret = create_api_key(name=name, company=company, **limits)
+    client = ApiClient(secret)
+    client.key = key
+    return client
 
 
 @pytest.fixture

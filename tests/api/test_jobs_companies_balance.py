@@ -108,6 +108,9 @@ def test_balance_reports_quota(api, company, price):
         "low_balance": True,
         "allowed": False,
         "reasons": ["monthly spend limit reached"],
+        "reason_codes": ["company_monthly_limit"],
+        "held": "0.00",
+        "key": None,  # a platform key has no limits of its own
     }
 
 

@@ -8,6 +8,7 @@ import pytest
 from django.core import mail
 
 from billing.alerts import evaluate_alerts
+from billing.api_keys import create_api_key
 from billing.models import BillingAlert
 from tests.billing.conftest import grant
 from tests.conftest import make_company, make_usage
@@ -76,3 +77,30 @@ def test_an_alert_is_recorded_even_without_billing_contacts(
         grant(company, "12")
         make_usage(company, cost="5")
     assert BillingAlert.objects.get().recipients == "" and mail.outbox == []
+
+
+def test_a_keys_daily_and_monthly_limits_alert_once_each_beside_the_companys(
+    alerted, django_capture_on_commit_callbacks
+):
+    alerted.monthly_spend_limit = D(100)
+    alerted.low_balance_threshold = D(0)
+    alerted.save()
+    key, _ = create_api_key(name="integration", company=alerted, daily_limit="2", monthly_limit="4")
+    other, _ = create_api_key(name="other", company=alerted, daily_limit="2")
+    with django_capture_on_commit_callbacks(execute=True):
+        grant(alerted, "100")
+        make_usage(alerted, cost="1.7", api_key=key)  # day 85%, month 42.5%
+        make_usage(alerted, cost="0.2", api_key=key)  # nothing new crossed
+        make_usage(alerted, cost="1.5", api_key=key)  # day 170%, month 85%
+        make_usage(alerted, cost="1", api_key=other)  # the other key: 50%
+        make_usage(alerted, cost="1")  # no key
+    alerts = BillingAlert.objects.order_by("created_at")
+    got = [(a.api_key.name, a.kind, len(a.period), a.threshold) for a in alerts]
+    assert got == [
+        ("integration", "spend_80", 10, D("1.6")),
+        ("integration", "spend_100", 10, D("2")),
+        ("integration", "spend_80", 7, D("3.2")),
+    ]
+    assert len(mail.outbox) == 3
+    assert "API key integration: 100% of its daily limit" in mail.outbox[1].subject
+    assert "limit of $2.00" in mail.outbox[1].body

@@ -11,11 +11,15 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
+from billing.api_keys import create_api_key
 from billing.members import add_member
 from billing.models import Company, LedgerEntry
 from billing.money import format_exact
 from tests.browser.checks import amounts_shown, axe_violations, look_at
+from usage.events import UsageEvent
 from usage.models import CostSource, QuestionGenerationUsage
+from usage.recording import record_usage
+from usage.reservations import Estimate, reserve
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -31,9 +35,33 @@ def demo(django_user_model):
     assert QuestionGenerationUsage.objects.filter(
         company=acme, cost_source=CostSource.UNPRICED
     ).exists()
+    _keys_with_limits_and_a_hold(acme)
     django_user_model.objects.create_superuser("staff", "staff@example.com", "pw-staff-123")
     add_member(company=acme, username="owner", password="pw-owner-123")
     return acme
+
+
+def _keys_with_limits_and_a_hold(acme) -> None:
+    """Two of Acme's keys with limits, some of their usage, and a generation under way."""
+    main, _ = create_api_key(
+        name="Main product (prod)", company=acme, daily_limit="40", monthly_limit="900"
+    )
+    ci, _ = create_api_key(name="Nightly evaluation", company=acme, daily_limit="5")
+    for i, key in enumerate((main, main, main, ci)):
+        record_usage(
+            UsageEvent(
+                company=str(acme.pk),
+                idempotency_key=f"demo-key-{i}",
+                model="gpt-4o",
+                prompt_tokens=3000,
+                completion_tokens=1200,
+                draft_job_id="tmp-keys",
+                cost=f"{1.75 + i}",
+                api_key=key,
+            ),
+            company=acme,
+        )
+    reserve(company=acme, api_key=main, estimate=Estimate(cost="0.85"), idempotency_key="demo")
 
 
 @pytest.fixture
@@ -119,7 +147,7 @@ def test_staff_walk_through_every_billing_page(tab, demo):
     assert page.get_by_label("From", exact=True).input_value() == option.get_attribute("data-from")
     assert page.get_by_label("To", exact=True).input_value() == option.get_attribute("data-to")
 
-    for group, name in (("job", "job"), ("model", "model")):
+    for group, name in (("job", "job"), ("model", "model"), ("key", "key")):
         apply_filters(page, **{"Group by": group})
         look_at(page, f"staff-04-usage-by-{name}")
     apply_filters(page, **{"Group by": "generation", "Period": "last_30"})
@@ -221,6 +249,9 @@ def test_staff_post_credit_after_confirming_and_price_unpriced_usage(tab, demo):
     look_at(page, "admin-03-usage-list")
     page.goto("/admin/billing/ledgerentry/")
     look_at(page, "admin-03-ledger-list", cost_at=(1366,))
+    page.goto("/admin/billing/reservation/?holding=yes")
+    assert page.locator("#result_list tbody tr").count() == 1
+    look_at(page, "admin-03-holds-list", cost_at=(1366,))
     page.goto("/admin/usage/questiongenerationusage/pending-drafts/")
     look_at(page, "admin-04-pending-drafts", cost_at=(1366,))
     page.locator("#needs-price ~ .table-scroll").get_by_role(

@@ -14,15 +14,16 @@ pytestmark = pytest.mark.django_db
 
 # session + user + the company (tenant check), then the tab's own reads:
 # overview: credit summary (3: balance, lot totals, expiring lots) + spend periods
-# + drafts + unpriced usage per model; usage: models for the filter + totals +
-# rows + chart (its points also give the unpriced warning); credits: credit
+# + drafts + unpriced usage per model; usage: models and API keys for the filters
+# + totals + rows + chart (its points also give the unpriced warning); credits: credit
 # summary (3) + unpriced usage per model + one ledger page.
 MAX_QUERIES = {
-    ("overview", ""): 9,
-    ("usage", "day"): 7,
-    ("usage", "model"): 7,
-    ("usage", "job"): 8,  # + the shown jobs' titles
-    ("usage", "generation"): 7,
+    ("overview", ""): 11,  # + holds and API keys (usage.budgets.budget_use)
+    ("usage", "day"): 8,
+    ("usage", "model"): 8,
+    ("usage", "job"): 9,  # + the shown jobs' titles
+    ("usage", "key"): 9,  # + the shown keys' names
+    ("usage", "generation"): 8,
     ("credits", ""): 8,
 }
 
@@ -80,7 +81,7 @@ def test_job_drill_down_and_csv_query_counts(staff_client, django_assert_max_num
     for _ in range(5):
         make_usage(company, model="m0", job_id=str(job.pk))
     url = reverse("billing:company", args=[company.pk])
-    with django_assert_max_num_queries(8):  # + the job's own lookup
+    with django_assert_max_num_queries(9):  # + the job's own lookup
         staff_client.get(url, {"tab": "usage", "group": "generation", "job": job.pk})
     with django_assert_max_num_queries(5):
         response = staff_client.get(url, {"tab": "usage", "group": "generation", "format": "csv"})

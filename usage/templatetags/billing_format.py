@@ -60,6 +60,17 @@ def percent_change(current: Decimal, previous: Decimal) -> str:
 
 
 @register.filter
+def share_of(used: Decimal, limit: Decimal) -> str:
+    """'85%' of a limit used, rounded down ('<1%' for a little, never a misleading 0%)."""
+    if not limit:
+        return ""
+    share = used * 100 / limit
+    if 0 < share < 1:
+        return "<1%"
+    return f"{int(share)}%"
+
+
+@register.filter
 def get(row: dict, key: str):
     """`{{ row|get:col.key }}`: a table cell by its column's key."""
     return row.get(key)
