@@ -55,3 +55,21 @@ def test_seed_demo_is_deterministic_and_if_empty_does_nothing_twice():
     assert again == first
     _seed("--seed", "7")  # the same seed replays the same events: recorded exactly once
     assert QuestionGenerationUsage.objects.count() == 300
+
+
+def test_seed_demo_books_its_history_when_it_happened_so_past_months_close_into_statements():
+    from billing.models import Statement
+
+    _seed("--seed", "7")
+    debits = LedgerEntry.objects.filter(kind=LedgerEntry.Kind.USAGE)
+    occurred = dict(QuestionGenerationUsage.objects.values_list("id", "occurred_at"))
+    assert debits.exists()
+    # Each debit is booked at its generation's moment, in the order they happened.
+    assert all(d.created_at == occurred[d.usage_id] for d in debits)
+    stamps = list(LedgerEntry.objects.order_by("id").values_list("created_at", flat=True))
+    assert stamps == sorted(stamps)
+    call_command("close_statements", stdout=StringIO())
+    issued = Statement.objects.all()
+    assert issued.count() >= 3 * 3  # three companies, at least three past months each
+    # Nothing is late: every generation is on the statement of the month it ran in.
+    assert not issued.exclude(late_usage=0).exists()

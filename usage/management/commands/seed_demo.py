@@ -4,6 +4,12 @@ Companies with external ids and time zones, dated prices for real models,
 saved and draft jobs, months of usage recorded through the same service as
 the API, drafts whose job was saved but never reconciled (the lost save call
 the nightly cron exists for), and credit purchases and grants.
+
+The history is booked as it happened: the ledger stamps each entry with the
+clock when it is written (which is what puts it on a month's statement), so
+the credits are posted, and each generation recorded, with the clock set to
+their own moment. The demo's past months then close into statements as a
+live system's would (bin/run runs close_statements after seeding).
 """
 
 from __future__ import annotations
@@ -11,8 +17,11 @@ from __future__ import annotations
 import random
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
+from unittest import mock
 
 from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
@@ -92,7 +101,7 @@ class Command(LoggedCommand):
         # the same events: a re-run records nothing twice and conflicts with nothing.
         now = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
         start = now - timedelta(days=30 * options["months"])
-        with transaction.atomic():
+        with transaction.atomic(), _clock_at(start - timedelta(days=1)):
             _seed_prices(now)
             companies = _seed_companies(options["companies"], now)
         jobs = {c.pk: _seed_jobs(c, rng) for c in companies}
@@ -110,18 +119,30 @@ class Command(LoggedCommand):
         weights = [2 ** (len(companies) - i) for i in range(len(companies))]  # skewed tenants
         span = (now - start).total_seconds()
         tty = sys.stdout.isatty()
+        events = []
         for n in range(rows):
             company = rng.choices(companies, weights)[0]
             occurred = start + timedelta(seconds=span * (rng.random() ** 0.7))
-            record_usage(
-                _random_event(company, jobs[company.pk], rng, occurred, n), company=company
-            )
+            events.append((_random_event(company, jobs[company.pk], rng, occurred, n), company))
+        # Recorded in the order they happened, each at its own moment.
+        events.sort(key=lambda pair: pair[0].occurred_at)
+        for n, (event, company) in enumerate(events):
+            with _clock_at(event.occurred_at):
+                record_usage(event, company=company, now=event.occurred_at)
             if tty and n % 200 == 0:
                 self.stdout.write(f"\r  recording usage {n}/{rows}", ending="")
                 self.stdout.flush()
         if tty:
             self.stdout.write(f"\r  recording usage {rows}/{rows}")
         return rows
+
+
+@contextmanager
+def _clock_at(moment: datetime) -> Iterator[None]:
+    """Django's clock reads `moment` inside: the ledger and every auto_now_add stamp
+    take their time from it, so demo history is booked in its own month."""
+    with mock.patch.object(timezone, "now", lambda: moment):
+        yield
 
 
 def _seed_prices(now: datetime) -> None:
