@@ -6,7 +6,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q
 
 from billing.models import Company, CreditBalance, LedgerEntry
 from tests.usage.rollup_check import assert_rollup_matches_raw
@@ -73,3 +73,19 @@ def test_seed_demo_books_its_history_when_it_happened_so_past_months_close_into_
     assert issued.count() >= 3 * 3  # three companies, at least three past months each
     # Nothing is late: every generation is on the statement of the month it ran in.
     assert not issued.exclude(late_usage=0).exists()
+
+
+def test_seed_demo_records_usage_under_each_companys_keys_with_their_limits():
+    from billing.models import APIKey
+
+    _seed("--seed", "7")
+    keys = APIKey.objects.filter(company__isnull=False)
+    assert keys.count() == 3 * 2
+    assert keys.filter(daily_limit__isnull=False, monthly_limit__isnull=False).count() == 3
+    by_key = dict(
+        QuestionGenerationUsage.objects.values_list("api_key__name").annotate(n=Count("id"))
+    )
+    assert by_key["Main product"] == 4 * by_key["Staging"] == 240
+    out = StringIO()
+    call_command("verify_ledger", stdout=out)  # the per-key spend agrees with the rows
+    assert "invariants hold" in out.getvalue()

@@ -3,7 +3,8 @@
 Companies with external ids and time zones, dated prices for real models,
 saved and draft jobs, months of usage recorded through the same service as
 the API, drafts whose job was saved but never reconciled (the lost save call
-the nightly cron exists for), and credit purchases and grants.
+the nightly cron exists for), credit purchases and grants, and two API keys
+per company with spend limits that the usage is recorded under.
 
 The history is booked as it happened: the ledger stamps each entry with the
 clock when it is written (which is what puts it on a month's statement), so
@@ -19,6 +20,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from unittest import mock
@@ -27,8 +29,9 @@ from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
+from billing.api_keys import create_api_key
 from billing.credits import grant_credits
-from billing.models import Company, LedgerEntry, ModelPrice
+from billing.models import APIKey, Company, LedgerEntry, ModelPrice
 from ops.commands import LoggedCommand
 from usage.events import UsageEvent
 from usage.jobs import save_job
@@ -52,6 +55,10 @@ PRICES = [
     ("claude-3-5-sonnet", [(24, "3.00", "0.30", "15.00")]),
     ("gemini-1.5-pro", [(24, "1.25", "0.3125", "5.00")]),
 ]
+# Each company's integrations: (name, daily limit, monthly limit); every fifth
+# generation comes through the second. Their secrets are never shown: the demo
+# only records usage under them, as the API would.
+DEMO_KEYS = [("Main product", None, "400"), ("Staging", "1.00", "10")]
 JOB_TITLES = [
     "Senior Backend Engineer",
     "Data Analyst",
@@ -105,7 +112,8 @@ class Command(LoggedCommand):
             _seed_prices(now)
             companies = _seed_companies(options["companies"], now)
         jobs = {c.pk: _seed_jobs(c, rng) for c in companies}
-        recorded = self._seed_usage(companies, jobs, rng, start, now, options["usage_rows"])
+        keys = {c.pk: _demo_keys(c) for c in companies}
+        recorded = self._seed_usage(companies, jobs, keys, rng, start, now, options["usage_rows"])
         lost = _save_some_drafts_without_reconciling(companies, rng)
         self.summary = {"companies": len(companies), "generations": recorded, "unreconciled": lost}
         self.stdout.write(
@@ -115,7 +123,7 @@ class Command(LoggedCommand):
             )
         )
 
-    def _seed_usage(self, companies, jobs, rng, start, now, rows: int) -> int:
+    def _seed_usage(self, companies, jobs, keys, rng, start, now, rows: int) -> int:
         weights = [2 ** (len(companies) - i) for i in range(len(companies))]  # skewed tenants
         span = (now - start).total_seconds()
         tty = sys.stdout.isatty()
@@ -123,7 +131,9 @@ class Command(LoggedCommand):
         for n in range(rows):
             company = rng.choices(companies, weights)[0]
             occurred = start + timedelta(seconds=span * (rng.random() ** 0.7))
-            events.append((_random_event(company, jobs[company.pk], rng, occurred, n), company))
+            event = _random_event(company, jobs[company.pk], rng, occurred, n)
+            key = keys[company.pk][1 if n % 5 == 4 else 0]
+            events.append((replace(event, api_key=key), company))
         # Recorded in the order they happened, each at its own moment.
         events.sort(key=lambda pair: pair[0].occurred_at)
         for n, (event, company) in enumerate(events):
@@ -176,8 +186,15 @@ def _seed_companies(count: int, now: datetime) -> list[Company]:
         )
         if created:
             _seed_credits(company, i, now)
+            for name, daily, monthly in DEMO_KEYS:
+                create_api_key(name=name, company=company, daily_limit=daily, monthly_limit=monthly)
         companies.append(company)
     return companies
+
+
+def _demo_keys(company: Company) -> list[APIKey]:
+    by_name = {k.name: k for k in APIKey.objects.filter(company=company)}
+    return [by_name[name] for name, _, _ in DEMO_KEYS]
 
 
 def _seed_credits(company: Company, i: int, now: datetime) -> None:
