@@ -24,13 +24,12 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _is_count(value) -> bool:
-    # JSON Schema's integer admits 3.0 as well as 3.
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _count(event: dict, name: str) -> int:
     value = event.get(name)
-    return int(value) if _is_count(value) else 0
+    return value if _is_count(value) else 0
 
 
 COUNTS = (

@@ -609,9 +609,11 @@ class APIKeyAdmin(admin.ModelAdmin):
     @admin.display(description="Open holds")
     def holds(self, obj: APIKey) -> str:
         now = timezone.now()
-        held = Reservation.objects.filter(
-            api_key=obj, status=Reservation.Status.OPEN, expires_at__gt=now
-        ).aggregate(total=models.Sum("amount"), n=models.Count("pk"))
+        held = (
+            Reservation.objects.holding(now)
+            .filter(api_key=obj)
+            .aggregate(total=models.Sum("amount"), n=models.Count("pk"))
+        )
         currency = obj.company.currency if obj.company_id else "USD"
         return f"{held['n']} holding {format_money(held['total'] or ZERO, currency)}"
 
@@ -641,9 +643,9 @@ class HoldingFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         now = timezone.now()
         if self.value() == "yes":
-            return queryset.filter(status=Reservation.Status.OPEN, expires_at__gt=now)
+            return queryset.holding(now)
         if self.value() == "expired":
-            return queryset.filter(status=Reservation.Status.OPEN, expires_at__lte=now)
+            return queryset.past_expiry(now)
         return queryset
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
+from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -755,6 +756,16 @@ class StatementLine(models.Model):
         return f"{self.get_section_display()}: {self.label or self.model} {self.amount}"
 
 
+class ReservationQuerySet(models.QuerySet):
+    """The one reading of "holding" for ORM callers (usage.budgets' SQL says the same)."""
+
+    def holding(self, now: datetime) -> ReservationQuerySet:
+        return self.filter(status=Reservation.Status.OPEN, expires_at__gt=now)
+
+    def past_expiry(self, now: datetime) -> ReservationQuerySet:
+        return self.filter(status=Reservation.Status.OPEN, expires_at__lte=now)
+
+
 class Reservation(models.Model):
     """A hold on budget before a generation starts: never money.
 
@@ -797,6 +808,8 @@ class Reservation(models.Model):
     )
     closed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ReservationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
